@@ -1,0 +1,106 @@
+"PDB/mmCIF writing and reading: round trips through biotite, acceptance by TM-align, B-factors, errors."
+import numpy as np
+import pytest
+import torch
+
+from minifold.structure_io import (write_structure, read_structure, structure_string, to_atom_array, sample_rmsf,
+                                   validate_sequence, read_fasta, CLIError)
+
+tm_align = pytest.importorskip("tmtools").tm_align
+
+
+@pytest.fixture(scope="module")
+def real_chain(sample_dir):
+    from minifold.data import load_chain_set
+    chains = load_chain_set(sample_dir / "chain_set.jsonl", limit=5)
+    # a chain with all four backbone atoms observed for most residues
+    return max(chains, key=lambda c: np.isfinite(c.coords).all((-1, -2)).sum())
+
+
+@pytest.mark.parametrize("ext", ["pdb", "cif", "mmcif"])
+def test_backbone_roundtrip_and_tmalign(tmp_path, real_chain, ext):
+    xyz = real_chain.coords                                         # [L, 4, 3] Å, NaN missing
+    p = write_structure(tmp_path / f"x.{ext}", xyz, real_chain.seq, chain_id="C", b_factors=np.linspace(0, 99, len(xyz)))
+    r = read_structure(p)
+    present = np.isfinite(xyz).all(-1).any(-1)                     # residues with at least one atom are written
+    expect = "".join(c if c in "ACDEFGHIKLMNPQRSTVWY" else "X" for c in np.array(list(real_chain.seq.upper()))[present])
+    assert r["chain_id"] == "C" and r["seq"] == expect and list(r["res_id"]) == list(np.nonzero(present)[0] + 1)
+    xyz, obs = xyz[present], np.isfinite(xyz[present]).all(-1)
+    assert np.allclose(r["bb"][obs], xyz[obs], atol=2e-3) and np.isnan(r["bb"][~obs]).all()
+    bf = np.linspace(0, 99, len(present))[present]
+    assert np.allclose(r["b_factor"][obs[:, 1]], bf[obs[:, 1]], atol=6e-3)
+    # TM-align (independent C++ implementation) accepts the coordinates + sequence read back from the file
+    ca = r["ca"][np.isfinite(r["ca"]).all(-1)].astype(np.float64)
+    seq = "".join(a for a, ok in zip(r["seq"], np.isfinite(r["ca"]).all(-1)) if ok)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0].numpy()
+    res = tm_align(ca, ca @ R.T + 3.0, seq, seq)
+    assert res.tm_norm_chain1 > 0.999 and res.rmsd < 1e-2
+
+
+def test_ca_trace_files(tmp_path):
+    L = 30
+    ca = np.cumsum(np.random.default_rng(1).normal(size=(L, 3)), 0) * 2.0
+    seq = "ACDEFGHIKLMNPQRSTVWYXACDEFGHIK"
+    for ext in ("pdb", "cif"):
+        p = write_structure(tmp_path / f"t.{ext}", torch.tensor(ca), seq)
+        text = p.read_text()
+        assert text.count(" CA ") >= L if ext == "pdb" else "CA" in text
+        r = read_structure(p)
+        assert r["seq"] == seq and np.allclose(r["ca"], ca, atol=2e-3) and np.isnan(r["bb"][:, [0, 2, 3]]).all()
+        assert list(r["res_id"]) == list(range(1, L + 1))
+    lines = [l for l in (tmp_path / "t.pdb").read_text().splitlines() if l.startswith("ATOM")]
+    assert lines[20][17:20] == "UNK" and lines[0][17:20] == "ALA" and lines[0][21] == "A"
+
+
+def test_mask_and_nan_residues_are_skipped(tmp_path):
+    ca = np.arange(30, dtype=float).reshape(10, 3)
+    ca[4] = np.nan
+    mask = np.ones(10, bool); mask[7] = False
+    r = read_structure(write_structure(tmp_path / "m.pdb", ca, "A" * 10, mask=mask))
+    assert list(r["res_id"]) == [1, 2, 3, 4, 6, 7, 9, 10]
+
+
+def test_pdb_string_and_multichain_reading(tmp_path):
+    s = structure_string(np.zeros((3, 3)) + np.arange(3)[:, None] * 3.8, "GGG")
+    assert s.count("ATOM") == 3
+    import biotite.structure as struc
+    from biotite.structure.io import pdb
+    a = to_atom_array(np.random.rand(5, 4, 3) * 10, "MKVLA", chain_id="A")
+    b = to_atom_array(np.random.rand(4, 3) * 10, "GGGG", chain_id="B")
+    f = pdb.PDBFile(); f.set_structure(struc.concatenate([a, b])); f.write(str(tmp_path / "two.pdb"))
+    assert read_structure(tmp_path / "two.pdb")["seq"] == "MKVLA"
+    assert read_structure(tmp_path / "two.pdb", chain_id="B")["seq"] == "GGGG"
+    with pytest.raises(ValueError, match="chain 'Q'"): read_structure(tmp_path / "two.pdb", chain_id="Q")
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match="coords must be"): write_structure(tmp_path / "a.pdb", np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="sequence length"): write_structure(tmp_path / "a.pdb", np.zeros((4, 3)), "AA")
+    with pytest.raises(ValueError, match="format"): write_structure(tmp_path / "a.xyz", np.zeros((4, 3)))
+    with pytest.raises(FileNotFoundError): read_structure(tmp_path / "nope.pdb")
+    (tmp_path / "junk.cif").write_text("this is not a cif\n")
+    with pytest.raises(ValueError): read_structure(tmp_path / "junk.cif")
+    (tmp_path / "empty.pdb").write_text("REMARK nothing\nEND\n")
+    with pytest.raises(ValueError): read_structure(tmp_path / "empty.pdb")
+
+
+def test_sequence_validation_and_fasta(tmp_path):
+    assert validate_sequence("acdx") == "ACDX"
+    for bad in ["", "   ", "AC", "MKV-L", "MKVB", "MK1"]:
+        with pytest.raises(CLIError): validate_sequence(bad)
+    f = tmp_path / "x.fa"
+    f.write_text(">one desc\nMKV\nLAG\n\n>two\nACDEF\n")
+    assert read_fasta(f) == [("one", "MKVLAG"), ("two", "ACDEF")]
+    f.write_text("MKV\n>x\nAAA\n")
+    with pytest.raises(CLIError, match="not a FASTA"): read_fasta(f)
+
+
+def test_sample_rmsf():
+    pytest.importorskip("minifold.metrics")
+    x = torch.randn(1, 12, 3) * 5
+    R = torch.linalg.qr(torch.randn(3, 3))[0]
+    same = torch.cat([x, x @ R.T + 2.0, x + 1.0])               # rigid copies: zero spread
+    assert np.allclose(sample_rmsf(same), 0, atol=1e-3)
+    y = same.clone(); y[1, 5] += 3.0
+    rm = sample_rmsf(y)
+    assert rm.argmax() == 5 and sample_rmsf(x).shape == (12,) and (sample_rmsf(x) == 0).all()
