@@ -336,8 +336,11 @@ def test_shared_pack(shared_dir):
     jl, sp = D.default_data_paths("shared")
     cs = D.load_chain_set(jl)
     assert len(cs) == 2641 and cs.report.n_skipped == 0
-    sizes = {s: len(D.load_chain_set(jl, split=s)) for s in ("train", "validation", "test")}
-    assert sizes == {"train": 2261, "validation": 150, "test": 230}
+    parts = D.load_chain_splits(jl)
+    assert {s: len(v) for s, v in parts.items()} == {"train": 2261, "validation": 150, "test": 230}
+    assert parts["train"].report.n_missing_from_file == 0 and parts["train"].report.n_skipped == 0
+    names = [{c.name for c in v} for v in parts.values()]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
     cg = [c for c in cs if c.source == "cgdms"]
     assert len(cg) == 2174 and all(np.isnan(c.coords[:, 3]).all() for c in cg)
     labelled = sum(D.cath_labels(c.cath)[0] >= 0 for c in cs)
