@@ -1,0 +1,112 @@
+"""DDIM sampling throughput.
+
+    python benchmarks/sampling.py                      # tiny preset on 2 CPU threads (+ v14 on a GPU if present)
+    python benchmarks/sampling.py --n 100 --length 125 --steps 50 --batch-size 50
+
+1. `tiny` preset, DDIM-50, 100 chains of L=125 on 2 CPU threads (goal: < 60 s). Printed: seconds, proteins/s.
+   Peer: a naive sampler that re-runs `model.condition` (encoder + pair stack) at every step instead of once
+   per call; printed as the speed-up ratio of our cached sampler over it (measured on a subset, same steps).
+2. `v14` preset (untrained weights: speed only), DDIM-50, 100 chains of L=125 on a CUDA GPU in fp32 and under
+   bf16 autocast. Printed as skipped when no GPU is present.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minifold.config import get_preset                      # noqa: E402
+from minifold.sampling import ddim_sample, _Conditioner     # noqa: E402
+import minifold.sampling as S                               # noqa: E402
+
+
+def make_batch(n, L, seed=0):
+    "n random sequences of length L (uniform amino acids) as a sequence-only batch."
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, 24, (n, L), generator=g)
+    return {"tokens": tokens, "mask": torch.ones(n, L, dtype=torch.bool),
+            "residue_index": torch.arange(L).expand(n, L).clone(), "length": torch.full((n,), L),
+            "names": [f"r{i}" for i in range(n)]}
+
+
+def build(preset_name, device):
+    from minifold.model import build_model
+    torch.manual_seed(0)
+    return build_model(get_preset(preset_name)).to(device).eval()
+
+
+def run(model, batch, steps, batch_size, amp=None, naive=False):
+    "Seconds to DDIM-sample every chain of `batch` in chunks of `batch_size`."
+    dev = next(model.parameters()).device
+    n = batch["tokens"].shape[0]
+    orig_init = _Conditioner.__init__
+    if naive:   # peer: recompute condition(batch) at every step (what a sampler without the cache does)
+        def naive_call(self, x_t, t, sc=None):
+            self.cond = self.model.condition(self._batch)
+            return _orig_call(self, x_t, t, sc)
+        def naive_init(self, model, b, guidance):
+            orig_init(self, model, b, guidance); self._batch = b
+        _orig_call = _Conditioner.__call__
+        _Conditioner.__init__, _Conditioner.__call__ = naive_init, naive_call
+    try:
+        if dev.type == "cuda": torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for s in range(0, n, batch_size):
+            b = {k: (v[s:s + batch_size] if torch.is_tensor(v) else v[s:s + batch_size]) for k, v in batch.items()}
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+                out = ddim_sample(model, b, steps=steps, generator=torch.Generator().manual_seed(s), progress=False)
+            assert torch.isfinite(out["ca"]).all()
+        if dev.type == "cuda": torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    finally:
+        if naive: _Conditioner.__init__, _Conditioner.__call__ = orig_init, _orig_call
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--length", type=int, default=125)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--naive-n", type=int, default=10, help="chains for the naive-sampler comparison (0: skip)")
+    ap.add_argument("--gpu-preset", default="v14")
+    ap.add_argument("--gpu-batch-size", type=int, default=25)
+    ap.add_argument("--skip-cpu", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    batch = make_batch(a.n, a.length)
+    print(f"torch {torch.__version__}, {a.threads} CPU threads, os.cpu_count()={os.cpu_count()}")
+
+    if not a.skip_cpu:
+        model = build("tiny", "cpu")
+        run(model, make_batch(2, 20), 2, 2)                         # warm-up
+        sec = run(model, batch, a.steps, a.batch_size)
+        print(f"[cpu tiny] DDIM-{a.steps}, {a.n} chains × L={a.length}, batch {a.batch_size}: "
+              f"{sec:.1f} s, {a.n / sec:.2f} proteins/s (goal < 60 s: {'met' if sec < 60 else 'NOT met'})")
+        if a.naive_n:
+            sub = make_batch(a.naive_n, a.length)
+            ours = run(model, sub, a.steps, a.batch_size)
+            naive = run(model, sub, a.steps, a.batch_size, naive=True)
+            print(f"[cpu tiny] {a.naive_n} chains: cached conditioning {ours:.2f} s vs condition-every-step "
+                  f"{naive:.2f} s → ratio {naive / ours:.2f}× faster")
+
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+        model = build(a.gpu_preset, dev)
+        n_par = sum(p.numel() for p in model.parameters())
+        run(model, make_batch(2, 32), 2, 2)                         # warm-up / cudnn autotune
+        for amp in (None, "bf16"):
+            sec = run(model, batch, a.steps, a.gpu_batch_size, amp=amp)
+            print(f"[gpu {a.gpu_preset} {n_par / 1e6:.1f}M params, {torch.cuda.get_device_name()}] DDIM-{a.steps}, "
+                  f"{a.n} chains × L={a.length}, batch {a.gpu_batch_size}, {amp or 'fp32'}: {sec:.1f} s, {a.n / sec:.2f} proteins/s, "
+                  f"peak mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    else:
+        print(f"[gpu {a.gpu_preset}] skipped: no CUDA device")
+
+
+if __name__ == "__main__":
+    main()
