@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from minifold.config import PRESETS, VERSIONS, get_preset, to_model_units
 from minifold.data import collate, default_data_paths, featurize, load_chain_set
-from minifold.geometry import frames_from_ca, ideal_helix, radius_of_gyration, random_rotation, safe_cdist
+from minifold.geometry import frames_from_backbone, frames_from_ca, ideal_helix, radius_of_gyration, random_rotation, safe_cdist
 from minifold.losses import (LOSS_KEYS, angle_loss, aux_distance_loss, backbone_angle_loss, backbone_bond_loss,
                              backbone_fape_loss, bb_ramp, bond_loss, bond_weight, chain_mean, chirality_loss, clash_loss,
                              compute_losses, dist_bins, distance_mse_loss, fape_loss, frame_rotation_loss, loss_weights,
@@ -27,6 +27,10 @@ def _out(batch, preset, noise=0.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = batch["x0"] + noise * torch.randn(batch["x0"].shape, generator=g)
     R, _ = frames_from_ca(x, batch["ca_mask"])
+    if preset.backbone_head:  # v14's true frames are the N-CA-C planes where those atoms are observed
+        bb = batch["bb0"]
+        Rb, _ = frames_from_backbone(bb[..., 0, :], bb[..., 1, :], bb[..., 2, :])
+        R = torch.where(batch["bb_mask"][..., :3].all(-1)[..., None, None], Rb, R)
     b = dist_bins(safe_cdist(batch["x0"], batch["x0"]), preset)
     out = {"x0": x, "R": R, "trans": x, "aux_logits": F.one_hot(b, preset.n_dist_bins).float() * 20,
            "log_rg": radius_of_gyration(batch["x0"], batch["ca_mask"]).log(), "atoms": None}
