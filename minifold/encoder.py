@@ -284,6 +284,16 @@ def atomic_torch_save(obj, path) -> Path:
     os.replace(tmp, path)
     return path
 
+def _plain(d: dict) -> dict:
+    "JSON round trip: numpy scalars → float/int, paths → str, so `torch.load(weights_only=True)` can read it back."
+    import json
+    def conv(o):
+        if isinstance(o, (np.integer,)): return int(o)
+        if isinstance(o, (np.floating,)): return float(o)
+        if torch.is_tensor(o) and o.numel() == 1: return o.item()
+        return str(o)
+    return json.loads(json.dumps(d, default=conv))
+
 def save_encoder(model: ContactClassifier, path, preset=None, arch_vocab=None, extra: Optional[dict] = None,
                  half: bool = False) -> Path:
     "Save an encoder checkpoint {format, preset, arch_vocab, state_dict, extra} atomically; returns the path."
@@ -297,7 +307,7 @@ def save_encoder(model: ContactClassifier, path, preset=None, arch_vocab=None, e
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach().float() if v.is_floating_point()
               else v.detach()).cpu().clone() for k, v in model.state_dict().items()}
     return atomic_torch_save(dict(format=CKPT_FORMAT, preset=p.to_dict(), arch_vocab=arch_vocab,
-                                  state_dict=sd, extra=dict(extra or {})), path)
+                                  state_dict=sd, extra=_plain(extra or {})), path)
 
 def freeze(model: nn.Module) -> nn.Module:
     "Eval mode, requires_grad=False everywhere, and stay in eval mode under a parent's .train()."
@@ -508,7 +518,11 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
         if ck.get("format") != TRAIN_CKPT_FORMAT or ck.get("run_id") != run_id:
             raise ValueError(f"train_encoder: {out} holds a different run (preset/seed/data differ); "
                              "use another out_dir or resume=False")
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        try:
+            model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ValueError(f"train_encoder: {last_path} does not fit this model/optimizer (code changed since?): {e}; "
+                             "delete the folder or pass resume=False") from e
         rows, best_val, best_epoch, bad = list(ck["rows"]), ck["best_val"], ck["best_epoch"], ck["bad"]
         start, done = ck["epoch"] + 1, bool(ck.get("done", False))
         say(f"resumed from {last_path} after epoch {ck['epoch']} (best val_total {best_val:.4f} at epoch {best_epoch})")
@@ -548,7 +562,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             opt.step(); sched.step()
             acc.add(logs)
-            if progress and hasattr(bar, "set_postfix"): bar.set_postfix(loss=f"{float(total):.3f}")
+            if progress and hasattr(bar, "set_postfix"): bar.set_postfix(loss=f"{float(total.detach()):.3f}")
         tr = acc.summary(p)
         va = evaluate_loader(model, val_loader, p, device)
         if va["total"] < best_val - 1e-6:
