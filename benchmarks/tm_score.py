@@ -1,14 +1,16 @@
 """Batched TM-score (minifold.metrics.tm_score) vs tmtools (TM-align, identity alignment) on the same pairs.
 
-Pairs: every chain of the bundled sample (data/sample, Cα in Å) against noised copies of itself
-(Gaussian noise σ in --noise Å per coordinate) plus pairs of different chains truncated to equal length.
-Correspondence is by index in both tools (tmtools is given the identity alignment, like TM-align -I).
-Prints pairs/s for each, the speed ratio and the largest |ΔTM|.
+Pairs (real chains, Cα in Å): every chain of the bundled sample (data/sample) and the first --n-shared chains of the
+shared pack (/work/shared/data/pdb_chains, if present) against noised copies of itself (Gaussian noise σ in --noise Å
+per coordinate), plus pairs of different chains truncated to equal length. Correspondence is by index in both tools
+(tmtools is given the identity alignment, like TM-align -I). Both are timed in this process, interleaved, --repeats
+times; the medians are reported, with the speed ratio and the largest / mean |ΔTM|.
 
-    python benchmarks/tm_score.py                       # CPU, all pairs
-    python benchmarks/tm_score.py --device cuda --repeat 8
+    python benchmarks/tm_score.py                         # CPU (1 torch thread), sample + 60 shared chains
+    python benchmarks/tm_score.py --device cuda --replicate 8
 """
 import argparse
+import gzip
 import json
 import time
 from pathlib import Path
@@ -18,49 +20,60 @@ import torch
 
 from minifold.metrics import tm_score
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def make_pairs(sample: Path, noise, seed=0, max_len=None):
-    recs = [json.loads(l) for l in open(sample)]
+
+def load_chains(path: Path, limit=None, max_len=None):
+    "(Cα [L,3] float64 with non-finite residues removed, sequence) per chain of a CATH-4.2-style jsonl(.gz)."
+    op = gzip.open if str(path).endswith(".gz") else open
+    out = []
+    with op(path, "rt") as f:
+        for line in f:
+            r = json.loads(line)
+            q = np.asarray(r["coords"]["CA"], dtype=np.float64)
+            ok = np.isfinite(q).all(-1)
+            q, seq = q[ok], "".join(c for c, o in zip(r["seq"], ok) if o)
+            if max_len: q, seq = q[:max_len], seq[:max_len]
+            if len(q) >= 5: out.append((q, seq))
+            if limit and len(out) >= limit: break
+    return out
+
+
+def make_pairs(chains, noise, seed=0):
+    "Noised copies at every level in `noise` + consecutive chains paired and truncated to equal length."
     rng = np.random.default_rng(seed)
-    pairs = []
-    for r in recs:
-        q = np.asarray(r["coords"]["CA"], dtype=np.float64)
-        ok = np.isfinite(q).all(-1)
-        q, seq = q[ok], "".join(c for c, o in zip(r["seq"], ok) if o)
-        if max_len: q, seq = q[:max_len], seq[:max_len]
-        for s in noise:
-            pairs.append((q + rng.normal(size=q.shape) * s, q, seq))
-    for a, b in zip(recs[0::2], recs[1::2]):
-        qa, qb = (np.asarray(r["coords"]["CA"], dtype=np.float64) for r in (a, b))
-        if not (np.isfinite(qa).all() and np.isfinite(qb).all()): continue
-        L = min(len(qa), len(qb), max_len or 10 ** 9)
-        pairs.append((qa[:L], qb[:L], b["seq"][:L]))
+    pairs = [(q + rng.normal(size=q.shape) * s, q, seq) for q, seq in chains for s in noise]
+    for (qa, _), (qb, sb) in zip(chains[0::2], chains[1::2]):
+        L = min(len(qa), len(qb))
+        pairs.append((qa[:L], qb[:L], sb[:L]))
     return pairs
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sample", default=str(Path(__file__).resolve().parents[1] / "data/sample/chain_set.jsonl"))
+    ap.add_argument("--sample", default=str(ROOT / "data/sample/chain_set.jsonl"))
+    ap.add_argument("--shared", default="/work/shared/data/pdb_chains/chain_set.jsonl.gz")
+    ap.add_argument("--n-shared", type=int, default=60, help="chains taken from the shared pack (0: none)")
     ap.add_argument("--noise", default="0.5,1,2,4,8", help="comma-separated noise levels, Å")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=1, help="replicate the pair set this many times (bigger batches)")
-    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for ours (tmtools is single-threaded)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats (median reported)")
+    ap.add_argument("--replicate", type=int, default=1, help="replicate the pair set this many times (bigger batches)")
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--seed-stride", type=int, default=1, help="1 = exact TMscore seeds; k = every k-th fragment start")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     from tmtools import tm_align
 
-    pairs = make_pairs(Path(args.sample), [float(x) for x in args.noise.split(",")], max_len=args.max_len)
-    pairs = pairs * args.repeat
+    noise = [float(x) for x in args.noise.split(",")]
+    chains = load_chains(Path(args.sample), max_len=args.max_len)
+    pairs = make_pairs(chains, noise)
+    if args.n_shared and Path(args.shared).exists():
+        pairs += make_pairs(load_chains(Path(args.shared), limit=args.n_shared, max_len=args.max_len), noise, seed=1)
+    pairs = pairs * args.replicate
     n = len(pairs)
     Ls = [len(q) for _, q, _ in pairs]
-    print(f"{n} index-aligned pairs, L = {min(Ls)}..{max(Ls)} (mean {np.mean(Ls):.0f}); torch threads = {args.threads}, device = {args.device}")
-
-    t = time.perf_counter()
-    ref = np.array([tm_align(p, q, s, s, [s, s]).tm_norm_chain2 for p, q, s in pairs])
-    t_ref = time.perf_counter() - t
+    print(f"{n} index-aligned pairs, L = {min(Ls)}..{max(Ls)} (mean {np.mean(Ls):.0f}); "
+          f"torch threads = {args.threads}, device = {args.device}")
 
     Lmax = max(Ls)
     P = torch.zeros(n, Lmax, 3, dtype=torch.float64)
@@ -69,17 +82,27 @@ def main():
     for i, (p, q, _) in enumerate(pairs):
         P[i, :len(p)] = torch.from_numpy(p); Q[i, :len(q)] = torch.from_numpy(q); M[i, :len(q)] = True
     P, Q, M = P.to(args.device), Q.to(args.device), M.to(args.device)
-    tm_score(P[:4], Q[:4], M[:4])                           # warm-up (allocator, CUDA context), not timed
-    if args.device.startswith("cuda"): torch.cuda.synchronize()
-    t = time.perf_counter()
-    ours = tm_score(P, Q, M, chunk=args.chunk, seed_stride=args.seed_stride)
-    if args.device.startswith("cuda"): torch.cuda.synchronize()
-    t_ours = time.perf_counter() - t
+    cuda = args.device.startswith("cuda")
+    threads = args.threads if not cuda else None
+    tm_score(P[:4], Q[:4], M[:4], threads=threads)        # warm-up (allocator, CUDA context), not timed
 
+    t_ref, t_ours = [], []
+    for _ in range(args.repeats):                           # interleaved: both see the same machine load
+        t = time.perf_counter()
+        ref = np.array([tm_align(p, q, s, s, [s, s]).tm_norm_chain2 for p, q, s in pairs])
+        t_ref.append(time.perf_counter() - t)
+        if cuda: torch.cuda.synchronize()
+        t = time.perf_counter()
+        ours = tm_score(P, Q, M, seed_stride=args.seed_stride, threads=threads)
+        if cuda: torch.cuda.synchronize()
+        t_ours.append(time.perf_counter() - t)
+    tr, to = float(np.median(t_ref)), float(np.median(t_ours))
     d = np.abs(ours.cpu().numpy().astype(np.float64) - ref)
-    print(f"tmtools (TM-align, fixed identity alignment): {n / t_ref:9.1f} pairs/s  ({t_ref:.2f} s)")
-    print(f"minifold.metrics.tm_score (batched, {args.device}, seed_stride={args.seed_stride}): {n / t_ours:9.1f} pairs/s  ({t_ours:.2f} s)")
-    print(f"speed ratio ours/tmtools: {t_ref / t_ours:.1f}x")
+    print(f"tmtools (TM-align, fixed identity alignment): {n / tr:9.1f} pairs/s  (median of {args.repeats}: {tr:.2f} s)")
+    print(f"minifold.metrics.tm_score (batched, {args.device}, seed_stride={args.seed_stride}): {n / to:9.1f} pairs/s  "
+          f"(median of {args.repeats}: {to:.2f} s)")
+    print(f"speed ratio ours/tmtools: {tr / to:.2f}x   (per-repeat ratios: "
+          + ", ".join(f"{a / b:.2f}" for a, b in zip(t_ref, t_ours)) + ")")
     print(f"max |dTM| = {d.max():.5f}   mean |dTM| = {d.mean():.6f}   TM range {ref.min():.3f}..{ref.max():.3f}")
 
 
