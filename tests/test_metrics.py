@@ -54,10 +54,19 @@ def test_tm_identity_and_d0():
 def test_tm_matches_tmtools(chains):
     Ps, Qs, seqs = _pairs(chains)
     P, Q, M = _batch(Ps, Qs)
-    ours = tm_score(P, Q, M).double().numpy()
+    ours = tm_score(P, Q, M, search="exact").double().numpy()
+    fast = tm_score(P, Q, M, search="fast").double().numpy()
     ref = np.array([_tmtools_tm(p.numpy(), q.numpy(), s) for p, q, s in zip(Ps, Qs, seqs)])
     assert ref.min() < 0.2 and ref.max() > 0.9         # the set spans the whole TM range
-    assert np.abs(ours - ref).max() <= 0.005, np.abs(ours - ref).max()
+    assert np.abs(ours - ref).max() <= 1e-4, np.abs(ours - ref).max()     # exact: same search as the program
+    assert np.abs(fast - ref).max() <= 0.005, np.abs(fast - ref).max()    # fast (default): pruned search
+    assert (fast <= ours + 1e-6).all()                 # the fast search visits a subset of the superpositions
+
+
+def test_tm_search_argument():
+    x = torch.cumsum(torch.randn(2, 30, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9)) * 2, 1)
+    with pytest.raises(ValueError, match="search"):
+        tm_score(x, x, search="slow")
 
 
 @pytest.mark.skipif(shutil.which("TMscore") is None, reason="TMscore program not installed (apt-get install tm-align)")
@@ -65,7 +74,7 @@ def test_tm_and_gdt_match_tmscore_program(chains):
     Ps, Qs, seqs = _pairs(chains, seed=1)
     Ps, Qs, seqs = Ps[::3], Qs[::3], seqs[::3]
     P, Q, M = _batch(Ps, Qs)
-    tm, ts_tm, ha_tm = tm_score(P, Q, M, return_gdt=True)
+    tm, ts_tm, ha_tm = tm_score(P, Q, M, return_gdt=True, search="exact")
     ts, ha = gdt(P, Q, M)
     for i, (p, q, s) in enumerate(zip(Ps, Qs, seqs)):
         r = _tmscore_program(p.numpy(), q.numpy(), s)
