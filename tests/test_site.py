@@ -76,6 +76,9 @@ def test_report_notebooks_take_runs_dir_parameter():
     import nbformat
     for p in site.report_notebooks():
         nb = nbformat.read(p, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "runs_dir =" in "".join(tagged[0].source), \
+            f"{p.name}: needs one cell tagged 'parameters' assigning runs_dir (plain `papermill {p.name} ...` uses it)"
         assert site._prepare_params(nb), f"{p.name}: no `runs_dir = ...` parameters cell"
         assert not any("#| export" in "".join(c.source) for c in nb.cells), f"{p.name} must not export code"
 
