@@ -38,8 +38,8 @@ def build(preset_name, device):
     return build_model(get_preset(preset_name)).to(device).eval()
 
 
-def run(model, batch, steps, batch_size, amp=None, naive=False):
-    "Seconds to DDIM-sample every chain of `batch` in chunks of `batch_size`."
+def run(model, batch, steps, batch_size, amp=None, naive=False, self_cond=True, cpu_time=False):
+    "Seconds (wall; with `cpu_time` also process CPU seconds) to DDIM-sample every chain of `batch` in chunks."
     dev = next(model.parameters()).device
     n = batch["tokens"].shape[0]
     orig_init = _Conditioner.__init__
@@ -47,20 +47,22 @@ def run(model, batch, steps, batch_size, amp=None, naive=False):
         def naive_call(self, x_t, t, sc=None):
             self.cond = self.model.condition(self._batch)
             return _orig_call(self, x_t, t, sc)
-        def naive_init(self, model, b, guidance):
-            orig_init(self, model, b, guidance); self._batch = b
+        def naive_init(self, model, b, guidance, *args):
+            orig_init(self, model, b, guidance, *args); self._batch = b
         _orig_call = _Conditioner.__call__
         _Conditioner.__init__, _Conditioner.__call__ = naive_init, naive_call
     try:
         if dev.type == "cuda": torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for s in range(0, n, batch_size):
             b = {k: (v[s:s + batch_size] if torch.is_tensor(v) else v[s:s + batch_size]) for k, v in batch.items()}
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-                out = ddim_sample(model, b, steps=steps, generator=torch.Generator().manual_seed(s), progress=False)
+                out = ddim_sample(model, b, steps=steps, generator=torch.Generator().manual_seed(s), progress=False,
+                                  self_cond=self_cond)
             assert torch.isfinite(out["ca"]).all()
         if dev.type == "cuda": torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        return (wall, time.process_time() - c0) if cpu_time else wall
     finally:
         if naive: _Conditioner.__init__, _Conditioner.__call__ = orig_init, _orig_call
 
@@ -79,12 +81,22 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     batch = make_batch(a.n, a.length)
-    print(f"torch {torch.__version__}, {a.threads} CPU threads, os.cpu_count()={os.cpu_count()}")
+    print(f"torch {torch.__version__}, {a.threads} CPU threads, os.cpu_count()={os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
 
     if not a.skip_cpu:
         model = build("tiny", "cpu")
         run(model, make_batch(2, 20), 2, 2)                         # warm-up
-        sec = run(model, batch, a.steps, a.batch_size)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for s in range(0, a.n, a.batch_size):
+                model.condition({k: v[s:s + a.batch_size] for k, v in batch.items() if torch.is_tensor(v)})
+        t_cond = time.perf_counter() - t0
+        sec, cpu = run(model, batch, a.steps, a.batch_size, cpu_time=True)
+        print(f"[cpu tiny] load average after: {os.getloadavg()[0]:.1f} (the machine is shared); process CPU time "
+              f"{cpu:.1f} s = {cpu / a.threads:.1f} s of {a.threads} fully used threads")
+        print(f"[cpu tiny] of which model.condition (once per chain): {t_cond:.1f} s; "
+              f"{a.steps} denoising steps: {sec - t_cond:.1f} s")
         print(f"[cpu tiny] DDIM-{a.steps}, {a.n} chains × L={a.length}, batch {a.batch_size}: "
               f"{sec:.1f} s, {a.n / sec:.2f} proteins/s (goal < 60 s: {'met' if sec < 60 else 'NOT met'})")
         if a.naive_n:
