@@ -392,9 +392,10 @@ def check_dom(page: str, dom: str, site_dir) -> list[str]:
 
 # %% ../nbs/51_site.ipynb #1be84e8e
 def check_site(site_dir=None, artifacts=None, screenshots=("index.html", "report_v13.html"), chromium=None,
-               budget_ms: int = 15000, log=print) -> list[str]:
-    """Open every page of `site_dir` in headless Chromium (served on 127.0.0.1) and return the problems found.
-    Writes the dumped DOMs, screenshots of `screenshots` and `check.json` to `artifacts` when given."""
+               budget_ms: int = 15000, workers: int = 4, log=print) -> list[str]:
+    """Open every page of `site_dir` in headless Chromium (served on 127.0.0.1; `workers` browsers at a time) and
+    return the problems found. Writes the dumped DOMs, screenshots of `screenshots` and `check.json` to `artifacts`."""
+    from concurrent.futures import ThreadPoolExecutor
     site_dir = Path(site_dir) if site_dir else project_root() / "site"
     pages = sorted(str(p.relative_to(site_dir)) for p in site_dir.rglob("*.html") if "mathjax" not in p.parts)
     if not pages: return [f"no pages in {site_dir}"]
@@ -402,8 +403,9 @@ def check_site(site_dir=None, artifacts=None, screenshots=("index.html", "report
     if art: (art / "dom").mkdir(parents=True, exist_ok=True)
     probs, failed = [], []
     with serve(site_dir, failed) as base:
-        for page in pages:
-            dom = chromium_run(base + page, "--dump-dom", chromium=chromium, budget_ms=budget_ms)
+        dump = lambda page: chromium_run(base + page, "--dump-dom", chromium=chromium, budget_ms=budget_ms)
+        with ThreadPoolExecutor(max(1, workers)) as pool: doms = list(pool.map(dump, pages))
+        for page, dom in zip(pages, doms):
             if art: (art / "dom" / page.replace("/", "__")).write_text(dom)
             pp = check_dom(page, dom, site_dir)
             log(f"{'ok ' if not pp else 'BAD'} {page}" + "".join(f"\n    {x}" for x in pp))
