@@ -22,7 +22,7 @@ def test_evaluate_notebook_defaults(tmp_path):
     need = {"name", "length", "cath_class", "method", "tm", "rmsd", "gdt_ts", "gdt_ha", "steps", "eta", "guidance",
             "n_samples", "checkpoint", "split"}
     assert need <= set(ev.columns), need - set(ev.columns)
-    assert {"ddim", "ddim_best_of_k", "x0_pred_t100", "ideal_helix", "random_walk_rg", "contact_mds"} <= set(ev.method)
+    assert {"ddim", "ddim_best_of_k", "x0_pred_t100", "noised_truth_t100", "ideal_helix", "random_walk_rg", "contact_mds"} <= set(ev.method)
     assert ev.tm.between(0, 1).all() and (ev.rmsd >= 0).all() and ev.gdt_ts.between(0, 1).all()
     per = ev.pivot_table(index="name", columns="method", values="tm")
     assert (per["ddim_best_of_k"] >= per["ddim"] - 1e-6).all()     # best-of-k can only improve on sample 0
