@@ -311,3 +311,11 @@ def test_ddp_two_gloo_processes(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["world_size"] == 2
     assert torch.load(out / "ckpt" / "last.pt", weights_only=True)["global_step"] == n_batches // 2
+
+
+def test_time_limit_stops_between_epochs_and_resumes(tmp_path, sources):
+    t = _trainer(tmp_path, sources, epochs=3, max_steps_per_epoch=1, time_limit_s=1e-3)
+    rows = t.fit()
+    assert len(rows) == 1 and t.time_stopped and not t.stopped          # the first epoch always runs
+    t2 = _trainer(tmp_path, sources, epochs=3, max_steps_per_epoch=1)
+    assert len(t2.fit()) == 3 and t2.resumed_from["epoch"] == 1
