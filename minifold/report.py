@@ -490,8 +490,14 @@ def gradient_cosine_table(runs, prefer=("small", "tiny"), n_chains: int = 4, com
         if compute is None:
             try: from minifold.trainer import gradient_cosine_from_checkpoint as compute
             except ImportError as e: return table, f"ours: not available ({e})."
-        try: rows = compute(ck, n_chains=n_chains)
+        import logging, warnings
+        try:
+            # rebuilding the model warns about a randomly initialised encoder; the checkpoint's weights then replace it
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore"); logging.disable(logging.WARNING)
+                rows = compute(ck, n_chains=n_chains)
         except Exception as e: return table, f"ours: computing from `{ck}` failed: {type(e).__name__}: {e}"
+        finally: logging.disable(logging.NOTSET)
         src = (f"checkpoint `{ck.relative_to(run['path'].parent)}`, recomputed here on {n_chains} validation chains "
                "of the bundled sample")
         what = ck.name
@@ -499,7 +505,7 @@ def gradient_cosine_table(runs, prefer=("small", "tiny"), n_chains: int = 4, com
     lab = f"ours ({run['name']}, {what})"
     for col, key in ((f"{lab}: shared", "cos_shared"), (f"{lab}: denoiser", "cos_denoiser"), (f"{lab}: pair stack", "cos_pair_stack")):
         table[col] = [_fmt(ours.get(p, {}).get(key), "cos") if p in ours and key in ours[p] else "" for p in table["Loss pair"]]
-    return table, f"ours: {run_label(run)}; {src}; EMA weights, one fixed noise draw."
+    return table, f"{run_label(run)}; {src}; EMA weights, one fixed noise draw."
 
 # %% ../nbs/50_report.ipynb #53190135
 def timeline_figure(runs=None, runs_dir=None, metrics=("fape", "frame_rot", "val_total")):
