@@ -157,6 +157,19 @@ def test_sc_distogram_and_self_conditioning_path():
     assert den.sc_pair.bias is None
 
 
+def test_self_conditioned_output_still_depends_on_x_t():
+    "With self-conditioning the noised input must still matter (else DDIM's eta and the trajectory are ignored)."
+    den, p = _denoiser()
+    single, pair, mask, x = _inputs(p)
+    t = torch.full((x.shape[0],), 300)
+    conf = torch.full((x.shape[0],), 0.5)
+    with torch.no_grad():
+        sc = den(single, pair, mask, x, t, conf)
+        a = den(single, pair, mask, x, t, conf, self_cond=sc)["x0"]
+        b = den(single, pair, mask, x + 0.3 * torch.randn_like(x), t, conf, self_cond=sc)["x0"]
+    assert (a - b)[mask].abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_mixed_precision_degenerate_inputs_finite(dtype):
     "fp16/bf16 autocast (CUDA when present, else CPU autocast): degenerate geometry keeps outputs and grads finite."
