@@ -723,7 +723,20 @@ class Trainer:
                                            f"(the last took {last:.0f}s); rerun to resume from ckpt/last.pt")
                     break
             t0 = time.time(); self.train_epoch(); last = time.time() - t0
+        self._close_session(time.time() - t_start)
         return self.rows
+
+    def _close_session(self, seconds: float):
+        "Record how this session ended in config.json (epochs done, early stop / time limit, seconds)."
+        path = self.out_dir / "config.json"
+        if not (self.dist.is_main and path.exists()): return
+        cfg = json.loads(path.read_text())
+        if cfg.get("sessions"):
+            cfg["sessions"][-1].update({"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1),
+                                        "epochs_done": self.epoch, "global_step": self.global_step,
+                                        "early_stopped": self.stopped and self.epoch < self.epochs,
+                                        "time_limit_stop": self.time_stopped})
+        _atomic_write_text(path, json.dumps(cfg, indent=1, default=str))
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
