@@ -13,9 +13,10 @@ __all__ = ['SEED_HEADERS', 'SEED_COLUMNS', 'EXTRA_COLUMNS', 'PUBLISHED_LABEL', '
            'CURVE_OFFSETS', 'KEY_FIELDS', 'PUBLISHED_BASELINE_KEYS', 'NAN_FIXES', 'published_dir', 'resolve_runs_dir',
            'load_published', 'published_headline', 'canonicalize', 'find_figures', 'version_of', 'hardware_str',
            'load_run', 'list_runs', 'run_label', 'runs_for', 'seed_table', 'version_tables', 'show', 'best_row',
-           'summary_table', 'epoch_numbers', 'curve_series', 'plot_curves', 'show_figures', 'show_run_notes',
-           'config_table', 'config_changes', 'eval_summary', 'architecture_figure', 'published_baselines',
-           'checkpoint_of', 'gradient_cosine_table', 'timeline_figure', 'guard_tests', 'check_code_refs']
+           'summary_table', 'epoch_numbers', 'curve_series', 'plot_curves', 'show_figures', 'demote_headings',
+           'show_run_notes', 'config_table', 'config_changes', 'eval_summary', 'architecture_figure',
+           'published_baselines', 'checkpoint_of', 'gradient_cosine_table', 'timeline_figure', 'guard_tests',
+           'check_code_refs']
 
 # %% ../nbs/50_report.ipynb #4e9be2eb
 def published_dir() -> Path:
@@ -377,6 +378,15 @@ def show_figures(runs, patterns, what: str):
     if not shown: display(Markdown(f"*{what}: not available yet (no matching figure in the run folders).*"))
 
 # %% ../nbs/50_report.ipynb #48ba1f43
+def demote_headings(md: str, by: int = 3) -> str:
+    "Markdown with every heading `by` levels deeper (max 6), code fences left untouched."
+    out, fence = [], False
+    for line in md.splitlines():
+        if line.lstrip().startswith("```"): fence = not fence
+        m = None if fence else re.match(r"^(#+)\s", line)
+        out.append("#" * min(6, len(m.group(1)) + by) + line[len(m.group(1)):] if m else line)
+    return "\n".join(out)
+
 def show_run_notes(runs):
     "Display the README.md of each run (how it was made), headings demoted under the page's; a note if none."
     from IPython.display import Markdown, display
@@ -384,11 +394,10 @@ def show_run_notes(runs):
     for r in runs:
         f = Path(r["path"]) / "README.md"
         if f.exists():
-            txt = re.sub(r"^(#+)\s", lambda m: "#" * min(6, len(m.group(1)) + 3) + " ", f.read_text(), flags=re.M)
-            display(Markdown(txt)); shown += 1
+            display(Markdown(demote_headings(f.read_text()))); shown += 1
     if not shown: display(Markdown("*No run notes (README.md) in the run folders.*"))
 
-# %% ../nbs/50_report.ipynb #09a0e28f
+# %% ../nbs/50_report.ipynb #6c4fad1d
 KEY_FIELDS = ["parent", "denoiser", "d_single", "n_layers", "n_heads", "n_qk_points", "d_ffn", "frame_update_layers",
               "fape_frames", "pair_stack", "n_pair_blocks", "d_pair", "rpe", "backbone_head", "w_fape", "w_rot",
               "bond_w_max", "w_clash", "w_aux", "w_bb_fape", "w_omega", "lr", "batch_size", "grad_accum",
@@ -407,7 +416,7 @@ def config_changes(version: str):
     df = preset_table([parent, version])
     return df.drop(index=[i for i in ("name", "description", "parent") if i in df.index]).astype(str)
 
-# %% ../nbs/50_report.ipynb #43679cdc
+# %% ../nbs/50_report.ipynb #a0fd0276
 def eval_summary(run: dict):
     """Mean evaluation metrics of one run's eval.csv per method (DDIM sample, best of k, x0 prediction, baselines)
     and per sampler setting that varies; None if there is no eval.csv."""
@@ -427,7 +436,7 @@ def eval_summary(run: dict):
         out = g[metric].mean().round(3).to_frame().T; out.insert(0, "n chains", len(g))
     return out
 
-# %% ../nbs/50_report.ipynb #3a697f20
+# %% ../nbs/50_report.ipynb #adbfb34b
 def architecture_figure():
     "A box-and-arrow diagram of the two-stage Mini-Fold architecture (matplotlib figure)."
     import matplotlib.pyplot as plt
@@ -454,7 +463,7 @@ def architecture_figure():
     fig.tight_layout()
     return fig
 
-# %% ../nbs/50_report.ipynb #4003b733
+# %% ../nbs/50_report.ipynb #40c8bc31
 PUBLISHED_BASELINE_KEYS = {
     "fape": "v11_to_v13_fape_random_baseline", "frame_rot": "v11_to_v13_frame_rot_random_baseline",
     "dist_mse": "v11_to_v13_dist_mse_random_baseline", "bond": "v11_to_v13_bond_random_baseline",
@@ -519,7 +528,7 @@ def gradient_cosine_table(runs, prefer=("small", "tiny"), n_chains: int = 4, com
         table[col] = [_fmt(ours.get(p, {}).get(key), "cos") if p in ours and key in ours[p] else "" for p in table["Loss pair"]]
     return table, f"{run_label(run)}; {src}; EMA weights, one fixed noise draw."
 
-# %% ../nbs/50_report.ipynb #5878098e
+# %% ../nbs/50_report.ipynb #61ea5757
 def timeline_figure(runs=None, runs_dir=None, metrics=("fape", "frame_rot", "val_total")):
     "Best-epoch metrics per version (v10 … v14): published (seed) as bars, our runs as markers."
     import matplotlib.pyplot as plt
@@ -547,7 +556,7 @@ def timeline_figure(runs=None, runs_dir=None, metrics=("fape", "frame_rot", "val
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
-# %% ../nbs/50_report.ipynb #13a14be7
+# %% ../nbs/50_report.ipynb #86edda12
 NAN_FIXES = [
     dict(key="gram_schmidt", title="fp16 epsilon underflow in Gram-Schmidt",
          module="minifold/geometry.py", symbols=["rigid_from_3_points", "frames_from_ca"], notebook="02_geometry.ipynb",
