@@ -130,7 +130,9 @@ nav.mf-sidebar li a.mf-current { background: #0b5394; color: #fff; }
 main.mf-main { margin-left: 250px; padding: 12px 28px; max-width: 1200px; }
 .jp-RenderedHTMLCommon table { font-size: 12px; }
 .jp-RenderedHTMLCommon a code { color: #0b5394; text-decoration: underline; }
-.jp-RenderedMarkdown pre { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 4px; padding: 8px 10px; }
+/* extra_css comes before JupyterLab's own CSS in the page, hence !important */
+.jp-RenderedMarkdown pre { background: #f6f8fa !important; border: 1px solid #d0d7de !important; border-radius: 4px;
+  padding: 8px 10px !important; margin: 6px 0 10px !important; }
 </style>
 {%- endblock extra_css -%}
 {%- block body_header -%}
