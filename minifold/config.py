@@ -75,6 +75,10 @@ class Preset:
     n_v_points: int = 16                  # AlphaFold2 uses twice as many value points as query points
     d_ffn: int = 1024                     # transition MLP hidden size (d_ipa_ffn)
     frame_update_layers: int = 2          # 1 (v11) or 2 (v12+) layer FrameUpdate MLP
+    d_time: int = 0                       # sinusoidal timestep-embedding size (0 = d_single)
+    egnn_d_msg: int = 0                   # v10 EGNN message width (0 = 2·d_single)
+    egnn_d_node_hidden: int = 0           # v10 EGNN node-MLP hidden width (0 = 3·d_single)
+    egnn_d_edge: int = 64                 # v10 EGNN edge-feature width
     fape_frames: str = "learned"          # 'learned' (v11b+) | 'gram_schmidt' (v11: x0_pred = t_vec, R discarded)
     frame_init_reference: str = "mean"    # SNR-gated init blends GS frames toward: 'mean' chain frame (SE(3)-equivariant,
                                           # our default) | 'identity' (the seed's choice; breaks equivariance when conf<1)
@@ -84,6 +88,7 @@ class Preset:
     n_pair_blocks: int = 8
     pair_heads: int = 4
     tri_mul_dim: int = 64
+    pair_transition_n: int = 4            # pair FFN hidden = n·d_pair (the seed does not state it; v13 fits its count)
     rpe: str = "log"                      # 'linear' (max_rel_pos=32, 65 bins) | 'log' (128 sign-aware bins to 512)
     max_rel_pos: int = 32
     n_rpe_bins: int = 128
@@ -97,6 +102,7 @@ class Preset:
     dist_max: float = 40.0
     # --- heads ---
     backbone_head: bool = False           # v14: N/CA/C/O from frames + ideal offsets + learned residuals
+    d_rg_hidden: int = 128                # Rg predictor MLP hidden size
     # --- loss weights ---
     w_fape: float = 1.0
     w_rot: float = 0.5
@@ -118,6 +124,7 @@ class Preset:
     bb_ramp_epochs: int = 0
     # --- optimisation ---
     lr: float = 2e-5
+    weight_decay: float = 0.01            # AdamW, same for every LR group
     batch_size: int = 4
     grad_accum: int = 4
     epochs: int = 60
@@ -143,6 +150,8 @@ class Preset:
     patience: int = 15
     ddim_every: int = 5
     ddim_steps: int = 50
+    ddim_eta: float = 0.0                 # η of the in-training DDIM evaluation (0 = deterministic)
+    ddim_guidance: float = 1.0            # CFG weight w of the in-training DDIM evaluation (1 = conditional only)
 
     def replace(self, **kw) -> "Preset":
         "A copy with some fields changed (unknown fields raise `KeyError`)."
@@ -156,11 +165,11 @@ class Preset:
     def d_ipa_hidden(self) -> int: return self.n_heads * self.c_ipa
 
 # %% ../nbs/00_config.ipynb #e76b562b
-_V13 = Preset(name="v13", parent="v12b",
+_V13 = Preset(name="v13", parent="v12b", pair_transition_n=8,
     description="8 EnhancedPairBlocks (triangle updates) + log-scaled RPE + classifier-free guidance")
 _V12B = _V13.replace(
     name="v12b", parent="v12", description="v12 + per-module gradient clipping, pair stack 3x LR, tripwire",
-    pair_stack="axial", n_pair_blocks=4, rpe="linear", p_uncond=0.0, lr_schedule="cosine", lr_mult_aux=1.0)
+    pair_stack="axial", n_pair_blocks=4, pair_transition_n=4, rpe="linear", p_uncond=0.0, lr_schedule="cosine", lr_mult_aux=1.0)
 _V12 = _V12B.replace(
     name="v12", parent="v11b", description="4.1x IPA capacity: d_ipa_hidden 512, 8 heads, 8 points, 2-layer FrameUpdate",
     clip_mode="global", lr_mult_pair=1.0, tripwire=False)
@@ -183,15 +192,15 @@ _V14 = _V13.replace(
 _TINY = _V14.replace(
     name="tiny", parent=None, description="v14 architecture shrunk for CPU seconds: CI and notebook defaults",
     encoder="tiny", d_single=32, n_layers=2, n_heads=2, c_ipa=8, n_qk_points=2, n_v_points=2, d_ffn=64,
-    d_pair=16, n_pair_blocks=1, pair_heads=2, tri_mul_dim=8, n_rpe_bins=32, d_rpe_sin=8, aux_pair_dim=8,
+    d_pair=16, n_pair_blocks=1, pair_heads=2, tri_mul_dim=8, pair_transition_n=4, n_rpe_bins=32, d_rpe_sin=8, aux_pair_dim=8,
     n_aux_blocks=1, lr=1e-3, batch_size=4, grad_accum=1, epochs=2, warmup_epochs=0, constant_epochs=1,
     amp="none", grad_checkpoint=False, patience=5, ddim_every=1, ddim_steps=10, ema_decay=0.9, max_len=64)
 _SMALL = _V14.replace(
-    name="small", parent=None, description="v14 architecture at CPU scale: ~8 min per epoch on the shared pack on 2 CPU cores",
+    name="small", parent=None, description="v14 architecture at CPU scale: its whole 3-epoch schedule on the shared pack in < 30 min on 2 CPU cores",
     encoder="cpu", d_single=64, n_layers=3, n_heads=4, c_ipa=16, n_qk_points=4, n_v_points=4, d_ffn=128,
-    d_pair=32, n_pair_blocks=2, pair_heads=4, tri_mul_dim=16, n_rpe_bins=64, d_rpe_sin=16, aux_pair_dim=16,
-    n_aux_blocks=1, lr=5e-4, batch_size=8, grad_accum=1, epochs=8, warmup_epochs=1, constant_epochs=4,
-    amp="none", grad_checkpoint=False, patience=8, ddim_every=2, ddim_steps=25, ema_decay=0.99, max_len=96)
+    d_pair=32, n_pair_blocks=2, pair_heads=4, tri_mul_dim=16, pair_transition_n=4, n_rpe_bins=64, d_rpe_sin=16, aux_pair_dim=16,
+    n_aux_blocks=1, lr=5e-4, batch_size=8, grad_accum=1, epochs=3, warmup_epochs=1, constant_epochs=1,
+    amp="none", grad_checkpoint=False, patience=3, ddim_every=3, ddim_steps=25, ema_decay=0.99, max_len=96)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [_V10, _V11, _V11B, _V12, _V12B, _V13, _V14, _TINY, _SMALL]}
 VERSIONS = ["v10", "v11", "v11b", "v12", "v12b", "v13", "v14"]  # the seed's history, in order

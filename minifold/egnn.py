@@ -97,9 +97,9 @@ class EGNNDenoiser(nn.Module):
         d_cond_pair = d_cond_pair or p.d_pair
         self.d_cond_single, self.d_cond_pair, self.d_time = d_cond_single, d_cond_pair, d_time
         d_h = p.d_single
-        d_msg = getattr(p, "egnn_d_msg", 2 * d_h)
-        d_node_hidden = getattr(p, "egnn_d_node_hidden", 3 * d_h)
-        d_edge = getattr(p, "egnn_d_edge", 64)
+        d_msg = p.egnn_d_msg or 2 * d_h                # preset fields; 0 = the defaults fitted below
+        d_node_hidden = p.egnn_d_node_hidden or 3 * d_h
+        d_edge = p.egnn_d_edge
         self.n_sc_rbf = 16
         self.in_norm, self.in_proj = nn.LayerNorm(d_cond_single), nn.Linear(d_cond_single, d_h)
         self.time_mlp = nn.Sequential(nn.Linear(d_time, d_h), nn.SiLU(), nn.Linear(d_h, d_h))

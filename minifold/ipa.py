@@ -198,7 +198,7 @@ class IPADenoiser(nn.Module):
         p = self.preset = preset
         d_cond_single = d_cond_single or get_encoder_preset(p.encoder).d_model
         d_cond_pair = d_cond_pair or p.d_pair
-        self.d_time = d_time or getattr(p, "d_time", p.d_single)
+        self.d_time = d_time or p.d_time or p.d_single
         self.in_norm = nn.LayerNorm(d_cond_single)
         self.in_proj = nn.Linear(d_cond_single, p.d_single)
         self.time_mlp = nn.Sequential(nn.Linear(self.d_time, p.d_single), nn.SiLU(), nn.Linear(p.d_single, p.d_single))

@@ -16,8 +16,8 @@ from .geometry import (fp32_island, safe_norm, safe_cdist, invert_apply, frames_
                                bond_angles, signed_volumes, radius_of_gyration, dihedral)
 
 # %% auto #0
-__all__ = ['LOSS_KEYS', 'chain_mean', 'fape_loss', 'frame_rotation_loss', 'distance_mse_loss', 'bond_loss', 'bond_weight',
-           'chirality_loss', 'angle_loss', 'rg_loss', 'dist_bins', 'aux_distance_loss', 'clash_loss',
+__all__ = ['LOSS_KEYS', 'DIAGNOSTIC_KEYS', 'chain_mean', 'fape_loss', 'frame_rotation_loss', 'distance_mse_loss', 'bond_loss',
+           'bond_weight', 'chirality_loss', 'angle_loss', 'rg_loss', 'dist_bins', 'aux_distance_loss', 'clash_loss',
            'backbone_fape_loss', 'backbone_bond_loss', 'backbone_angle_loss', 'omega_loss', 'bb_ramp', 'loss_weights',
            'compute_losses', 'random_baselines']
 
@@ -230,6 +230,8 @@ def omega_loss(atoms: torch.Tensor, mask: torch.Tensor, residue_index: Optional[
 # %% ../nbs/30_losses.ipynb #fdb6311a
 LOSS_KEYS = ["fape", "rot", "dist", "bond", "chiral", "angle", "rg", "aux", "clash",
              "bb_fape", "bb_bond", "bb_angle", "omega"]
+# Logged (train and val CSV columns), never weighted: FAPE without the 10 Å clamp, the scale of the seed's FAPE columns.
+DIAGNOSTIC_KEYS = ["fape_unclamped", "bb_fape_unclamped"]
 
 def bb_ramp(epoch: int, preset: Preset) -> float:
     "v14 backbone-loss ramp for the 0-based epoch `e`: min(1, (e+1)/bb_ramp_epochs), or 1 without a ramp."
@@ -275,6 +277,9 @@ def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or Non
     clamp = to_model_units(preset.fape_clamp) if preset.fape_clamp else None
     logs = {}
     logs["fape"] = fape_loss(R_pred, t_pred, x_pred, R_true, t_true, x_true, fvalid, atom_mask=ca_mask, clamp=clamp)
+    with torch.no_grad():   # diagnostic (DIAGNOSTIC_KEYS): no graph, no gradient, not in the total
+        logs["fape_unclamped"] = fape_loss(R_pred, t_pred, x_pred, R_true, t_true, x_true, fvalid, atom_mask=ca_mask,
+                                           clamp=None)
     if R_learned is not None:
         logs["rot"] = frame_rotation_loss(R_learned, R_true, fvalid)
     logs["dist"] = distance_mse_loss(x_pred, x_true, ca_mask)
@@ -291,6 +296,9 @@ def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or Non
         bb0 = batch["bb0"]
         bb_mask = batch.get("bb_mask", mask[..., None].expand(*mask.shape, 4)).bool() & mask[..., None]
         logs["bb_fape"] = backbone_fape_loss(R_pred, t_pred, atoms, R_true, t_true, bb0, fvalid, bb_mask, clamp=clamp)
+        with torch.no_grad():
+            logs["bb_fape_unclamped"] = backbone_fape_loss(R_pred, t_pred, atoms, R_true, t_true, bb0, fvalid, bb_mask,
+                                                           clamp=None)
         logs["bb_bond"] = backbone_bond_loss(atoms, mask, ri)
         logs["bb_angle"] = backbone_angle_loss(atoms, mask, ri)
         logs["omega"] = omega_loss(atoms, mask, ri)

@@ -317,9 +317,10 @@ class PairStack(nn.Module):
         self.input = PairInput(enc.d_model, enc.d_pair, preset.d_pair, _make_rpe(preset.rpe, preset.d_pair, preset))
         if preset.pair_stack == "none": blocks = []
         elif preset.pair_stack == "axial":
-            blocks = [AxialPairBlock(preset.d_pair, preset.pair_heads) for _ in range(preset.n_pair_blocks)]
+            blocks = [AxialPairBlock(preset.d_pair, preset.pair_heads, preset.pair_transition_n)
+                      for _ in range(preset.n_pair_blocks)]
         elif preset.pair_stack == "enhanced":
-            blocks = [EnhancedPairBlock(preset.d_pair, preset.pair_heads, preset.tri_mul_dim)
+            blocks = [EnhancedPairBlock(preset.d_pair, preset.pair_heads, preset.tri_mul_dim, preset.pair_transition_n)
                       for _ in range(preset.n_pair_blocks)]
         else: raise ValueError(f"unknown preset.pair_stack {preset.pair_stack!r}; use 'none', 'axial' or 'enhanced'")
         self.blocks = nn.ModuleList(blocks)

@@ -102,7 +102,7 @@ def param_groups(model: nn.Module, # a MiniFold (or anything with the contract's
 
 def make_optimizer(model: nn.Module, preset: Preset) -> torch.optim.Optimizer:
     "AdamW (β=(0.9, 0.999), the seed's) over `param_groups(model, preset)`."
-    return torch.optim.AdamW(param_groups(model, preset, getattr(preset, "weight_decay", 0.01)),
+    return torch.optim.AdamW(param_groups(model, preset, preset.weight_decay),
                              lr=preset.lr, betas=(0.9, 0.999))
 
 # %% ../nbs/31_trainer.ipynb #863f8e1f
@@ -458,7 +458,7 @@ class Trainer:
                  step_log=None,                          # path of a JSON-lines per-step log (rank 0)
                  num_workers: int = 0,                   # DataLoader worker processes
                  loss_fn: Optional[Callable] = None,     # default minifold.losses.compute_losses
-                 loss_keys: Optional[Sequence[str]] = None,  # default minifold.losses.LOSS_KEYS
+                 loss_keys: Optional[Sequence[str]] = None,  # default LOSS_KEYS + DIAGNOSTIC_KEYS of minifold.losses
                  resume: bool = True,                    # continue from out_dir/ckpt/last.pt when it exists
                  progress: bool = True,                  # tqdm bars
                  params: Optional[dict] = None,          # run parameters recorded in config.json
@@ -466,8 +466,8 @@ class Trainer:
                  time_limit_s: Optional[float] = None,   # don't start an epoch that would end past this (resume later)
                  verbose: bool = True):
         if loss_fn is None or loss_keys is None:
-            from minifold.losses import compute_losses, LOSS_KEYS
-            loss_fn, loss_keys = loss_fn or compute_losses, loss_keys or LOSS_KEYS
+            from minifold.losses import compute_losses, LOSS_KEYS, DIAGNOSTIC_KEYS
+            loss_fn, loss_keys = loss_fn or compute_losses, loss_keys or [*LOSS_KEYS, *DIAGNOSTIC_KEYS]
         self.dist = dist or DistContext(device=next(model.parameters()).device)
         self.device = self.dist.device
         self.model = model.to(self.device)
@@ -790,8 +790,8 @@ class Trainer:
                     g = torch.Generator(device=self.device).manual_seed(step_seed(self.seed, 7_777, k))
                     with autocast(self.device, self.amp):
                         s = ddim_sample(self.model, batch, steps=self.preset.ddim_steps,
-                                        eta=getattr(self.preset, "ddim_eta", 0.0),
-                                        guidance=getattr(self.preset, "ddim_guidance", 1.0), generator=g, progress=False)
+                                        eta=self.preset.ddim_eta,
+                                        guidance=self.preset.ddim_guidance, generator=g, progress=False)
                     pred, true, m = s["ca"].float(), batch["ca"].float(), batch["ca_mask"]
                     tm, gdt_ts, _ = tm_score(pred, true, m, return_gdt=True)     # GDT-TS as a fraction in [0, 1]
                     tms.append(tm); rms.append(rmsd(pred, true, m)); gdts.append(gdt_ts)

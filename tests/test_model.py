@@ -13,8 +13,6 @@ from minifold.model import (MiniFold, build_model, apply_cfg_dropout, count_para
 pytestmark = pytest.mark.filterwarnings("ignore:build_encoder")
 logging.getLogger("minifold.encoder").setLevel(logging.ERROR)
 
-# Preset changes proposed to the lead (see nbs/25_model.ipynb): the widths the seed does not state, fitted to
-# its published parameter counts. Once adopted in minifold.config these overrides are no-ops.
 def _preset(name, **kw):
     return get_preset(name, **kw)
 
@@ -119,7 +117,7 @@ def test_cfg_uses_mask_token_never_pad(tiny, sample_dir):
 
 @pytest.mark.parametrize("name", VERSIONS)
 def test_parameter_counts_match_seed(name):
-    "Every seed version lands in the seed's published range (±10% of a single number); frozen encoder ≈ 1.2M."
+    "Every seed version lands within ±3% of the seed's published count or range; frozen encoder ≈ 1.2M."
     p = _preset(name, grad_checkpoint=False)
     c = count_parameters(build_model(p))
     lo, hi = seed_count_range(name)

@@ -268,6 +268,7 @@ def test_parameter_counts_v12_v13(capsys):
     c12, c13 = n(PairStack(get_preset("v12"))), n(PairStack(get_preset("v13")))
     caux = n(AuxPairStack(get_preset("v13")))
     with capsys.disabled():
-        print(f"\npair stack params: v12 (4 axial, d128) {c12:,}; v13 (8 enhanced, tri64) {c13:,}; aux {caux:,}; "
-              f"axial block {n(AxialPairBlock(128, 4)):,}; enhanced block {n(EnhancedPairBlock(128, 4, 64)):,}")
-    assert 1.0e6 < c12 < 1.5e6 and 3.0e6 < c13 < 3.6e6 and 1.0e5 < caux < 3.0e5
+        print(f"\npair stack params: v12 (4 axial, d128) {c12:,}; v13 (8 enhanced, tri64, transition x8) {c13:,}; "
+              f"aux {caux:,}; axial block {n(AxialPairBlock(128, 4)):,}; enhanced block {n(EnhancedPairBlock(128, 4, 64, 8)):,}")
+    assert get_preset("v13").pair_transition_n == 8 and get_preset("v12b").pair_transition_n == 4
+    assert 1.0e6 < c12 < 1.5e6 and 4.0e6 < c13 < 4.6e6 and 1.0e5 < caux < 3.0e5
