@@ -210,13 +210,15 @@ class EMA:
         self.decay = float(s["decay"]); self.shadow = {n: t.float().clone() for n, t in s["shadow"].items() if n in self.shadow}
 
 # %% ../nbs/31_trainer.ipynb #53214aa3
-def resolve_amp(amp: str, device: torch.device) -> str:
+def resolve_amp(amp: str, device: torch.device,
+                cpu_fp16: bool = False,  # keep fp16 (+ GradScaler) on CPU: slow, for testing the fp16 path without a GPU
+               ) -> str:
     "The AMP mode that will actually run on `device` ('bf16', 'fp16' or 'none')."
     if amp not in ("bf16", "fp16", "none"): raise ValueError(f"unknown amp mode {amp!r} (use 'bf16', 'fp16' or 'none')")
     if device.type == "cuda":
         if amp == "bf16" and not torch.cuda.is_bf16_supported(): return "fp16"
         return amp
-    return "none" if amp == "fp16" else amp
+    return "none" if (amp == "fp16" and not cpu_fp16) else amp
 
 def autocast(device: torch.device, amp: str):
     "The autocast context for a resolved AMP mode."
@@ -464,6 +466,8 @@ class Trainer:
                  params: Optional[dict] = None,          # run parameters recorded in config.json
                  extra_config: Optional[dict] = None,    # more entries for config.json (e.g. the warm-start report)
                  time_limit_s: Optional[float] = None,   # don't start an epoch that would end past this (resume later)
+                 amp: Optional[str] = None,              # override preset.amp ('bf16' | 'fp16' | 'none'); None: the preset's
+                 cpu_fp16: bool = False,                 # run fp16 + GradScaler even on CPU (tests of the v10/v11 path)
                  verbose: bool = True):
         if loss_fn is None or loss_keys is None:
             from minifold.losses import compute_losses, LOSS_KEYS, DIAGNOSTIC_KEYS
@@ -483,7 +487,7 @@ class Trainer:
         self.verbose = verbose and self.dist.is_main
         self.params, self.extra_config = dict(params or {}), dict(extra_config or {})
         self.accum = max(1, int(preset.grad_accum))
-        self.amp = resolve_amp(preset.amp, self.device)
+        self.amp = resolve_amp(amp or preset.amp, self.device, cpu_fp16=cpu_fp16)
         self.fwd = TrainForward(self.model)
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP

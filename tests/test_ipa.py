@@ -244,3 +244,25 @@ def test_gpu_fp16_large_protein_finite():
     out["x0"].float().pow(2).sum().backward()
     assert torch.isfinite(out["x0"]).all()
     assert all(torch.isfinite(q.grad).all() for q in den.parameters() if q.grad is not None)
+
+
+@pytest.mark.parametrize("conf", [0.0, 1.0])
+def test_se3_equivariance_with_self_conditioning(conf):
+    "The self-conditioned pass (frames from the previous x0, its distogram on the pair) is SE(3)-equivariant too."
+    torch.manual_seed(0)
+    den, p = _denoiser()
+    den.eval()
+    single, pair, mask, x = _inputs(p)
+    t = torch.tensor([50, 800]); c = torch.full((2,), conf)
+    prev = den(single, pair, mask, x, t, c)                       # first pass, as the sampler/trainer do
+    out = den(single, pair, mask, x, t, c, self_cond=prev)
+    assert not torch.allclose(out["x0"], prev["x0"], atol=1e-4)  # self-conditioning changes the prediction
+    for k in range(2):
+        Rg = random_rotation(1, generator=torch.Generator().manual_seed(10 + k))[0]
+        tg = torch.randn(3) * 5
+        prev2 = {kk: (v @ Rg.T + tg if kk in ("x0", "trans") else (Rg @ v if kk == "R" else
+                      (v @ Rg.T + tg if kk == "atoms" and v is not None else v))) for kk, v in prev.items()}
+        o2 = den(single, pair, mask, x @ Rg.T + tg, t, c, self_cond=prev2)
+        assert torch.allclose(o2["x0"][mask], (out["x0"] @ Rg.T + tg)[mask], atol=2e-4)
+        assert torch.allclose(o2["R"][mask], (Rg @ out["R"])[mask], atol=2e-4)
+        assert torch.allclose(o2["atoms"][mask], (out["atoms"] @ Rg.T + tg)[mask], atol=2e-4)

@@ -219,3 +219,40 @@ def test_random_baselines_reported_keys(sample_dir):
     for k in ("fape", "rot", "dist", "bond", "angle", "fape_unclamped"):
         assert k in rb and math.isfinite(rb[k])
     assert 0.7 < rb["fape"] <= 1.0 and 1.3 < rb["rot"] < 1.7 and rb["fape_unclamped"] > rb["fape"]
+
+
+def test_missing_atoms_are_masked_through_compute_losses(chains):
+    """v14 through `compute_losses` with the plain `bb_mask` of the batch: chains whose O is NaN in the file (cgdms)
+    plus chains with every atom. Whatever sits at the unobserved atoms — in the target (garbage) or in the prediction
+    (random) — changes no loss: missing atoms are masked, never zero-filled into the loss."""
+    full = [c for c in chains if featurize(c)["bb_mask"].all()][:2]
+    cgdms = [c for c in chains if not featurize(c)["bb_mask"][:, 3].any()][:2]
+    assert full and cgdms
+    p = get_preset("v14")
+    batch = _batch(full + cgdms, (40, 40, 40, 40))
+    miss = ~batch["bb_mask"] & batch["mask"][..., None]                      # [B, L, 4] unobserved real atoms
+    assert miss[2:, :, 3].all() and not miss[:2].any()                       # O missing exactly in the cgdms chains
+    out = _out(batch, p, noise=0.05)
+    _, ref = compute_losses(out, batch, p, epoch=4)
+    assert all(torch.isfinite(v) for v in ref.values())
+    g = torch.Generator().manual_seed(7)
+    # 1) garbage (huge values, NaN) in the target at the unobserved atoms
+    b2 = dict(batch)
+    junk = torch.randn(batch["bb0"].shape, generator=g) * 1e3
+    b2["bb0"] = torch.where(miss[..., None], junk, batch["bb0"])
+    _, l2 = compute_losses(out, b2, p, epoch=4)
+    b3 = dict(batch); b3["bb0"] = batch["bb0"].masked_fill(miss[..., None], float("nan"))
+    _, l3 = compute_losses(out, b3, p, epoch=4)
+    # 2) random predicted O where the truth is unobserved: FAPE ignores it (the C=O bond / angle terms still judge
+    #    the prediction's own geometry against ideal values, so the total may change)
+    o2 = dict(out); a = out["atoms"].clone()
+    a[2:, :, 3] += torch.randn(a[2:, :, 3].shape, generator=g)
+    o2["atoms"] = a
+    _, l4 = compute_losses(o2, batch, p, epoch=4)
+    for k in [*ref]:
+        for name, l in (("target junk", l2), ("target NaN", l3), ("pred O moved", l4)):
+            if name == "pred O moved" and k not in ("bb_fape", "bb_fape_unclamped", "fape", "fape_unclamped"): continue
+            assert torch.isfinite(l[k]) and torch.allclose(l[k], ref[k], atol=1e-6), (k, name, float(l[k]), float(ref[k]))
+    # and a moved O where it IS observed does count
+    o5 = dict(out); a5 = out["atoms"].clone(); a5[:2, :, 3] += 0.5; o5["atoms"] = a5
+    assert compute_losses(o5, batch, p, epoch=4)[1]["bb_fape"] > ref["bb_fape"] + 1e-3

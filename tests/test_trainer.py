@@ -319,3 +319,33 @@ def test_time_limit_stops_between_epochs_and_resumes(tmp_path, sources):
     assert len(rows) == 1 and t.time_stopped and not t.stopped          # the first epoch always runs
     t2 = _trainer(tmp_path, sources, epochs=3, max_steps_per_epoch=1)
     assert len(t2.fit()) == 3 and t2.resumed_from["epoch"] == 1
+
+
+def test_fp16_gradscaler_path_on_cpu(tmp_path, sources):
+    """v10/v11/v11b train in fp16 with a GradScaler: an overflowing step is skipped by the scaler (scale backs off),
+    finite steps update the weights, and the scaler state is checkpointed and restored on resume."""
+    p = get_preset("tiny", amp="fp16")
+    t = _trainer(tmp_path, sources, p, epochs=1, max_steps_per_epoch=6, cpu_fp16=True)
+    assert t.amp == "fp16" and t.scaler.is_enabled()
+    s0 = t.scaler.get_scale()
+    w0 = {n: q.detach().clone() for n, q in t.model.named_parameters() if q.requires_grad}
+    # poison the first step's gradients with inf, as an fp16 overflow would: the scaler must skip that step
+    hook_calls = {"n": 0}
+    first = next(q for q in t.model.parameters() if q.requires_grad)
+    def poison(g):
+        hook_calls["n"] += 1
+        return torch.full_like(g, float("inf")) if hook_calls["n"] == 1 else g
+    h = first.register_hook(poison)
+    rows = t.fit()
+    h.remove()
+    assert hook_calls["n"] >= 2
+    # every overflow (ours, and any real fp16 overflow at the initial scale 2^16) backs the scale off once
+    n_skip = rows[0]["skipped_steps"]
+    assert 1 <= n_skip < 6 and t.scaler.get_scale() == s0 * t.scaler.get_backoff_factor() ** n_skip
+    assert math.isfinite(rows[0]["train_total"])
+    changed = [n for n, q in t.model.named_parameters() if q.requires_grad and not torch.equal(q, w0[n])]
+    assert changed and all(torch.isfinite(q).all() for q in t.model.parameters())   # finite steps were applied
+    ck = torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=True)
+    assert ck["scaler"]["scale"] == t.scaler.get_scale()
+    t2 = _trainer(tmp_path, sources, p, epochs=2, max_steps_per_epoch=6, cpu_fp16=True)
+    assert t2.maybe_resume() and t2.scaler.get_scale() == t.scaler.get_scale()
