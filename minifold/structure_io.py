@@ -244,6 +244,34 @@ def _checkpoint_preset(ck: dict, path: Path):
             return _preset_from(d.get("preset", d))
     raise ValueError("checkpoint stores no preset and no config.json was found next to it or in its run folder")
 
+def _unreadable(p, e: Exception) -> str:
+    "One clean line for a file `torch.load` cannot read (torch's own text is long and multi-line: only its class is kept)."
+    g = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))   # a valid pickle holding objects beyond tensors/primitives
+    if g:
+        return (f"cannot read checkpoint {p}: it holds a Python object ({g.group(1)}) other than tensors and plain values, "
+                f"which minifold-sample does not unpickle (torch.load weights_only=True; {type(e).__name__})")
+    return f"cannot read checkpoint {p}: not a readable PyTorch checkpoint (file truncated or corrupt; {type(e).__name__})"
+
+def _state_mismatch(model, state: dict, n_show: int = 2) -> str:
+    "'' when `state` fits `model`'s state dict exactly; else 'N missing keys, M unexpected keys[, K shape mismatches] (e.g. …)'."
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [k for k in want if k in state and torch.is_tensor(state[k]) and tuple(state[k].shape) != tuple(want[k].shape)]
+    if not (missing or unexpected or shapes): return ""
+    eg = ([f"missing {', '.join(missing[:n_show])}"] if missing else []) + \
+         ([f"unexpected {', '.join(unexpected[:n_show])}"] if unexpected else []) + \
+         [f"{k} {list(state[k].shape)} vs {list(want[k].shape)}" for k in shapes[:n_show]]
+    return (f"{len(missing)} missing keys, {len(unexpected)} unexpected keys"
+            + (f", {len(shapes)} shape mismatches" if shapes else "") + f" (e.g. {'; '.join(eg)})")
+
+def _format_hint(ck: dict) -> str:
+    "A hint for checkpoints of another kind (the Stage-1 encoder's files have a `format` string 'minifold.encoder…')."
+    f = ck.get("format")
+    if isinstance(f, str) and f.startswith("minifold.encoder"):
+        return f"; this is a Stage-1 encoder checkpoint ({f}), not a Mini-Fold model: pass runs/<name>/ckpt/best.pt of a Mini-Fold run"
+    return ""
+
 @contextlib.contextmanager
 def _quiet():
     "Silence warnings and log records up to WARNING (build-time notices that do not apply when loading weights)."
@@ -276,13 +304,15 @@ def load_model(checkpoint,                  # path to a trainer checkpoint (.pt)
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True)    # tensors + primitives only: no code runs
     except Exception as e:      # torch raises many types (UnpicklingError, RuntimeError, EOFError, …) for bad files
-        raise CLIError(f"cannot read checkpoint {p}: not a valid torch checkpoint ({type(e).__name__}: {str(e)[:120]})", 1) from None
+        raise CLIError(_unreadable(p, e), 1) from None
     if not isinstance(ck, dict): raise CLIError(f"checkpoint {p} holds a {type(ck).__name__}, not a checkpoint dict", 1)
     try:
         preset = _checkpoint_preset(ck, p)
         state, which = _ema_state(ck, use_ema)
         with _quiet():                          # the encoder weights come from the checkpoint, not a file
             model = build_model(preset)
+        bad = _state_mismatch(model, state)
+        if bad: raise CLIError(f"checkpoint {p} does not match preset {preset.name}: {bad}{_format_hint(ck)}", 1)
         model.load_state_dict(state, strict=True)
     except CLIError: raise
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -406,6 +436,10 @@ def _run_sampling(a) -> int:
     model, preset, info = load_model(a.checkpoint, device)
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
+    if a.guidance != 1.0 and not float(getattr(preset, "p_uncond", 0.0) or 0.0) > 0:   # v10–v12b: no CFG dropout
+        print(f"minifold-sample: warning: --guidance {a.guidance:g} is meaningless for preset {preset.name}: it was trained "
+              "with p_uncond = 0 (no classifier-free guidance dropout), so the unconditional branch never saw MASKed "
+              "tokens; use --guidance 1", file=sys.stderr)
     max_len = int(getattr(preset, "max_len", 0)) or None
     names, seqs, seen = [], [], {}
     for name, s in records:

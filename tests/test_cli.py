@@ -76,24 +76,72 @@ def test_bad_arguments(args, needles, tiny_ckpt, tmp_path, capsys):
 def test_bad_checkpoints(tmp_path, capsys, tiny_ckpt):
     rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "missing.pt"], capsys)
     assert_one_line_error(rc, err, "checkpoint not found", "preset name")
-    (tmp_path / "corrupt.pt").write_bytes(os.urandom(2000))
-    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "corrupt.pt"], capsys)
-    assert_one_line_error(rc, err, "cannot read checkpoint")
-    raw = tiny_ckpt.read_bytes()                                   # a truncated (half-written) file
-    (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 2])
-    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "truncated.pt"], capsys)
-    assert_one_line_error(rc, err, "cannot read checkpoint")
+    raw = tiny_ckpt.read_bytes()
+    for name, data in [("corrupt.pt", os.urandom(2000)),                  # random bytes
+                       ("truncated.pt", raw[: len(raw) // 2]),            # a half-written zip archive
+                       ("header_only.pt", raw[:64])]:
+        (tmp_path / name).write_bytes(data)
+        rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / name], capsys)
+        assert_one_line_error(rc, err, f"cannot read checkpoint {tmp_path / name}: not a readable PyTorch checkpoint "
+                                       "(file truncated or corrupt; ")
+        assert rc == 1 and err.rstrip().endswith(("Error)", "Exception)")), err      # ends with the exception class
+        assert not any(w in err for w in ("PytorchStreamReader", "miniz", "central directory")), err   # no torch internals
+    torch.save({"model": {}, "path": Path("x")}, tmp_path / "pickled_object.pt")   # readable, but not weights-only
+    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "pickled_object.pt"], capsys)
+    assert_one_line_error(rc, err, "pickled_object.pt: it holds a Python object (pathlib.", "weights_only=True")
     torch.save({"hello": 1}, tmp_path / "nomodel.pt")
     rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "nomodel.pt"], capsys)
     assert_one_line_error(rc, err, "not a usable Mini-Fold checkpoint")
-    from minifold.config import get_preset
-    ck = torch.load(tiny_ckpt, weights_only=True)
-    ck["preset"] = get_preset("small").to_dict()                   # weights that do not fit the stated preset
-    torch.save(ck, tmp_path / "mismatch.pt")
-    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "mismatch.pt"], capsys)
-    assert_one_line_error(rc, err, "not a usable Mini-Fold checkpoint")
     rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path], capsys)   # a folder without ckpt/
     assert_one_line_error(rc, err, "checkpoint")
+
+
+def test_state_dict_mismatch_is_summarised(tmp_path, capsys, tiny_ckpt):
+    "Weights that do not fit the preset: counts of missing / unexpected keys with examples, not torch's header line."
+    from minifold.config import get_preset
+    ck = torch.load(tiny_ckpt, weights_only=True)
+    ck["preset"] = get_preset("small").to_dict()                   # tiny weights under the `small` preset
+    torch.save(ck, tmp_path / "mismatch.pt")
+    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "mismatch.pt"], capsys)
+    assert_one_line_error(rc, err, "does not match preset small:", "missing keys", "unexpected keys", "(e.g. ")
+    assert rc == 1 and "Error(s) in loading state_dict" not in err
+    ck = torch.load(tiny_ckpt, weights_only=True)                  # one renamed parameter: exact counts and names
+    k0 = next(iter(ck["model"]))
+    ck["model"]["renamed.weight"] = ck["model"].pop(k0)
+    ck["ema"]["shadow"].pop(k0, None)
+    torch.save(ck, tmp_path / "renamed.pt")
+    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "renamed.pt"], capsys)
+    assert_one_line_error(rc, err, "does not match preset tiny: 1 missing keys, 1 unexpected keys", f"missing {k0}",
+                          "unexpected renamed.weight")
+
+
+def test_encoder_checkpoint_is_not_a_minifold_checkpoint(tmp_path, capsys):
+    "A Stage-1 encoder checkpoint passed as --checkpoint: the mismatch summary plus a hint that it is an encoder file."
+    from minifold.encoder import ContactClassifier, save_encoder
+    from minifold.config import get_encoder_preset
+    torch.manual_seed(0)
+    enc = ContactClassifier(get_encoder_preset("tiny"))
+    save_encoder(enc, tmp_path / "encoder.pt")
+    rc, _, err = run_cli(["--seq", SEQ, "--checkpoint", tmp_path / "encoder.pt", "--out-dir", tmp_path, "--quiet"], capsys)
+    assert_one_line_error(rc, err, "does not match preset tiny:", "missing keys", "unexpected keys", "Stage-1 encoder checkpoint")
+    assert rc == 1 and "Error(s) in loading state_dict" not in err and not list(tmp_path.glob("*.pdb"))
+
+
+def test_guidance_warning_without_cfg_training(tmp_path, capsys, tiny_ckpt):
+    "--guidance != 1 with a preset trained at p_uncond = 0 (v10–v12b style) runs but warns; CFG-trained presets do not."
+    ck = torch.load(tiny_ckpt, weights_only=True)
+    ck["preset"]["p_uncond"] = 0.0                                  # same architecture, no CFG dropout in training
+    torch.save(ck, tmp_path / "nocfg.pt")
+    common = ["--seq", SEQ, "--steps", 2, "--quiet", "--out-dir", tmp_path / "o"]
+    rc, _, err = run_cli([*common, "--checkpoint", tmp_path / "nocfg.pt", "--guidance", 1.5], capsys)
+    assert rc == 0, err
+    warn = [l for l in err.splitlines() if "--guidance" in l]
+    assert len(warn) == 1 and warn[0].startswith("minifold-sample: warning:") and "p_uncond = 0" in warn[0], err
+    assert (tmp_path / "o" / "seq1_s0.pdb").exists()
+    rc, _, err = run_cli([*common, "--checkpoint", tmp_path / "nocfg.pt", "--guidance", 1.0], capsys)
+    assert rc == 0 and "p_uncond" not in err
+    rc, _, err = run_cli([*common, "--checkpoint", tiny_ckpt, "--guidance", 1.5], capsys)   # tiny: p_uncond 0.1
+    assert rc == 0 and "p_uncond" not in err
 
 
 def test_load_model_uses_ema_and_run_folders(tiny_ckpt, tmp_path):

@@ -98,6 +98,25 @@ def test_shapes_masks_finite_and_step_count():
     with pytest.raises(ValueError): ddim_sample(m, b, steps=5, eta=-1, progress=False)
 
 
+def test_condition_runs_once_per_call_not_per_step():
+    "The sequence-only work (encoder + pair stack in MiniFold) is done once per sampling call, never per step."
+    m, b = StandIn(), _batch()
+    seen = []
+    orig = m.condition
+    m.condition = lambda batch: (seen.append(batch["tokens"].shape[0]), orig(batch))[1]
+    ddim_sample(m, b, steps=10, generator=gen(0), progress=False)
+    assert seen == [3] and m.calls == 10                      # 1 condition, 10 denoise calls
+    seen.clear(); ddim_sample(m, b, steps=10, guidance=2.0, generator=gen(0), progress=False)
+    assert seen == [3, 3]                                     # conditional + MASKed (unconditional) batch
+    seen.clear(); ddim_sample(m, b, steps=5, n_samples=4, generator=gen(0), progress=False)
+    assert seen == [3]                                        # k samples share one condition() per chain
+    cache = {}
+    seen.clear(); ddim_sample(m, b, steps=5, generator=gen(0), progress=False, cond_cache=cache)
+    ddim_sample(m, b, steps=5, eta=1.0, generator=gen(1), progress=False, cond_cache=cache)
+    ddpm_sample(m, b, steps=5, generator=gen(1), progress=False, cond_cache=cache)
+    assert seen == [3]                                        # reused across calls on the same batch
+
+
 def test_guidance_one_is_conditional_and_cfg_formula():
     m, b = StandIn(), _batch()
     m.calls = 0

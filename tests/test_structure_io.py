@@ -1,4 +1,8 @@
-"PDB/mmCIF writing and reading: round trips through biotite, acceptance by TM-align, B-factors, errors."
+"PDB/mmCIF writing and reading: round trips through biotite, acceptance by TM-align/TMscore, B-factors, errors."
+import re
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +10,6 @@ import torch
 from minifold.structure_io import (write_structure, read_structure, structure_string, to_atom_array, sample_rmsf,
                                    validate_sequence, read_fasta, CLIError)
 
-tm_align = pytest.importorskip("tmtools").tm_align
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,7 @@ def test_backbone_roundtrip_and_tmalign(tmp_path, real_chain, ext):
     bf = np.linspace(0, 99, len(present))[present]
     assert np.allclose(r["b_factor"][obs[:, 1]], bf[obs[:, 1]], atol=6e-3)
     # TM-align (independent C++ implementation) accepts the coordinates + sequence read back from the file
+    tm_align = pytest.importorskip("tmtools").tm_align
     ca = r["ca"][np.isfinite(r["ca"]).all(-1)].astype(np.float64)
     seq = "".join(a for a, ok in zip(r["seq"], np.isfinite(r["ca"]).all(-1)) if ok)
     R = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0].numpy()
@@ -104,3 +108,66 @@ def test_sample_rmsf():
     y = same.clone(); y[1, 5] += 3.0
     rm = sample_rmsf(y)
     assert rm.argmax() == 5 and sample_rmsf(x).shape == (12,) and (sample_rmsf(x) == 0).all()
+
+
+# --- the TM-score programs themselves (Debian package tm-align: /usr/bin/TMalign, /usr/bin/TMscore) read our files ---
+# TM-align 20190822 (the Debian version) detects mmCIF input by itself, so PDB *and* mmCIF are checked with both programs.
+
+def _program(name):
+    exe = shutil.which(name)
+    if exe is None: pytest.skip(f"{name} binary not installed (Debian/Ubuntu: apt-get install tm-align; CI installs it)")
+    return exe
+
+
+def _tm_of(exe, model, native):
+    "Run TMalign/TMscore on two files; the TM-score normalised by the second (native) structure, and the stdout."
+    p = subprocess.run([exe, str(model), str(native)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    if exe.endswith("TMalign"):
+        m = re.search(r"TM-score=\s*([\d.]+)\s*\(if normalized by length of Chain_2", p.stdout)
+    else:
+        m = re.search(r"^TM-score\s*=\s*([\d.]+)", p.stdout, re.M)
+    assert m, f"{exe} printed no TM-score for {model} vs {native}:\n{p.stdout[-2000:]}"
+    n = re.search(r"Length of Chain_2:\s*(\d+)|Structure2:.*Length=\s*(\d+)", p.stdout)
+    return float(m.group(1)), int(next(g for g in n.groups() if g)), p.stdout
+
+
+@pytest.fixture(scope="module")
+def full_backbone_chain(sample_dir):
+    "The bundled chain with the most residues whose N, CA, C and O are all observed (most sample chains lack O)."
+    from minifold.data import load_chain_set
+    chains = [c for c in load_chain_set(sample_dir / "chain_set.jsonl") if len(c) <= 160]
+    c = max(chains, key=lambda c: np.isfinite(c.coords).all((-1, -2)).sum())
+    full = np.isfinite(c.coords).all((-1, -2))
+    assert full.sum() >= 30, "data/sample should hold a chain with observed O atoms"
+    return c.name, "".join(np.array(list(c.seq))[full]), c.coords[full].astype(np.float64)   # [L, 4, 3] Å, all finite
+
+
+@pytest.mark.parametrize("atoms", ["ca", "backbone"])
+@pytest.mark.parametrize("ext", ["pdb", "cif"])
+def test_tm_programs_read_our_files(tmp_path, full_backbone_chain, atoms, ext):
+    from minifold.metrics import tm_score
+    tmalign, tmscore = _program("TMalign"), _program("TMscore")
+    name, seq, bb = full_backbone_chain
+    L = len(seq)
+    noised = bb + np.random.default_rng(0).normal(size=bb.shape) * 1.5           # ~2.6 Å Cα displacement
+    x, y = (bb[:, 1], noised[:, 1]) if atoms == "ca" else (bb, noised)
+    truth = write_structure(tmp_path / f"truth.{ext}", x, seq)
+    model = write_structure(tmp_path / f"model.{ext}", y, seq)
+    if atoms == "backbone":                                                       # really N/CA/C/O on disk
+        assert {"N", "CA", "C", "O"} <= set(re.findall(r"\b(N|CA|C|O)\b", truth.read_text()))
+    ours = float(tm_score(torch.tensor(noised[None, :, 1]), torch.tensor(bb[None, :, 1]), search="exact")[0])
+    assert 0.3 < ours < 0.95, ours                                                # a non-trivial test case
+    # TMscore: index (residue-number) correspondence, the semantics of minifold.metrics.tm_score
+    tm, n, _ = _tm_of(tmscore, truth, truth)
+    assert n == L and tm == pytest.approx(1.0, abs=1e-4)
+    tm_idx, n, out = _tm_of(tmscore, model, truth)
+    assert n == L and int(re.search(r"Number of residues in common=\s*(\d+)", out).group(1)) == L
+    assert tm_idx == pytest.approx(ours, abs=0.01), (tm_idx, ours)
+    # TMalign: sequence-independent structural alignment; it must read the files, give 1 for identical
+    # structures and, for a mild perturbation, find at least the index alignment's score (up to its heuristics)
+    tm, n, out = _tm_of(tmalign, truth, truth)
+    assert n == L and tm == pytest.approx(1.0, abs=1e-4) and int(re.search(r"Aligned length=\s*(\d+)", out).group(1)) == L
+    tm, n, _ = _tm_of(tmalign, model, truth)
+    assert n == L and ours - 0.01 <= tm <= 1.0, (tm, ours)
+    print(f"{name} ({L} residues, {atoms}, .{ext}): minifold {ours:.4f}, TMscore {tm_idx:.4f}, TMalign {tm:.4f}")
