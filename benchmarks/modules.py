@@ -3,6 +3,7 @@
     python benchmarks/modules.py                   # every bench_* defined below, CPU (1 thread) + GPU if present
     python benchmarks/modules.py --only triangle   # just bench_triangle
     python benchmarks/modules.py --threads 2 --reps 7
+    python benchmarks/modules.py --out benchmarks/results/modules_cpu.json   # also write every number as JSON
 
 Each comparison is one function `bench_<name>(args)` that prints its own table and returns a dict of numbers;
 `main()` runs every `bench_*` function found in this module, so a new comparison is added by appending a
@@ -17,6 +18,8 @@ forward + backward, excluding the inputs and parameters; CUDA — `torch.cuda.ma
 memory allocated before the call.
 """
 import argparse
+import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -235,9 +238,10 @@ def _model_fwd_bwd_bench(name, device, B, L, reps, compile_model):
 
 def bench_ipa(args) -> dict:
     """InvariantPointAttention (minifold.ipa) vs invariant-point-attention (PyPI, lucidrains) at the seed's v12+
-    widths (d_single 512, d_pair 128, 8 heads × 64 scalar channels, 8 query/key and 8 value points), B=4, L=125,
-    forward + backward with gradients to the single and pair inputs; plus, on CUDA, v13/v14 training-step cost."""
-    B, L, D, Cp, H, C, Pq, Pv = 4, 125, 512, 128, 8, 64, 8, 8
+    widths (d_single 512, d_pair 128, 8 heads × 64 scalar channels, 8 query/key points and `--v-points` value
+    points: 16 in the v12+ presets, AF2's 2× the query points), B=4, L=125, forward + backward with gradients to the
+    single and pair inputs; plus, on CUDA, v13/v14 training-step cost."""
+    B, L, D, Cp, H, C, Pq, Pv = 4, 125, 512, 128, 8, 64, 8, args.v_points
     print(f"\n== invariant point attention: B={B} L={L} d_single={D} d_pair={Cp} heads={H} c={C} "
           f"points qk/v={Pq}/{Pv}, forward+backward ==")
     from minifold.geometry import random_rotation
@@ -306,7 +310,13 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="run only bench_<ONLY>")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (min is reported)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--v-points", type=int, default=None,
+                    help="IPA value points (default: the v12+ presets' n_v_points, 16)")
+    ap.add_argument("--out", default=None, help="write all results (and the machine) to this JSON file")
     args = ap.parse_args(argv)
+    if args.v_points is None:
+        from minifold.config import get_preset
+        args.v_points = get_preset("v13").n_v_points
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
           f"CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
@@ -315,7 +325,15 @@ def main(argv=None):
         if args.only not in benches:
             raise SystemExit(f"unknown benchmark {args.only!r}; available: {sorted(benches)}")
         benches = {args.only: benches[args.only]}
-    return {name: fn(args) for name, fn in benches.items()}
+    results = {name: fn(args) for name, fn in benches.items()}
+    if args.out:
+        meta = dict(command="python " + " ".join(sys.argv), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    torch=torch.__version__, threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
+                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(dict(meta=meta, results=results), indent=1, default=str) + "\n")
+        print(f"wrote {args.out}")
+    return results
 
 
 if __name__ == "__main__":

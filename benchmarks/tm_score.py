@@ -1,7 +1,7 @@
 """Batched TM-score (minifold.metrics.tm_score) vs tmtools (TM-align, identity alignment) on the same pairs.
 
 Pairs (real chains, Cα in Å): every chain of the bundled sample (data/sample) and the first --n-shared chains of the
-shared pack (/work/shared/data/pdb_chains, if present) against noised copies of itself (Gaussian noise σ in --noise Å
+shared pack (../shared/data/pdb_chains next to the checkout, if present) against noised copies of itself (Gaussian noise σ in --noise Å
 per coordinate), plus pairs of different chains truncated to equal length. Correspondence is by index in both tools
 (tmtools is given the identity alignment, like TM-align -I). Both are timed in this process, interleaved, --repeats
 times; the medians are reported for tm_score(search="exact") and tm_score(search="fast"), each with the speed ratio
@@ -53,7 +53,8 @@ def make_pairs(chains, noise, seed=0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", default=str(ROOT / "data/sample/chain_set.jsonl"))
-    ap.add_argument("--shared", default="/work/shared/data/pdb_chains/chain_set.jsonl.gz")
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data" / "pdb_chains" / "chain_set.jsonl.gz"),
+                    help="shared-pack chain set (default: ../shared/data/pdb_chains next to the checkout)")
     ap.add_argument("--n-shared", type=int, default=60, help="chains taken from the shared pack (0: none)")
     ap.add_argument("--noise", default="0.5,1,2,4,8", help="comma-separated noise levels, Å")
     ap.add_argument("--device", default="cpu")

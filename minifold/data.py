@@ -11,6 +11,7 @@ import math
 import os
 import urllib.error
 import urllib.request
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +133,11 @@ class Chain:
                 f"missing N/CA/C/O={np.round(miss, 2).tolist()})")
 
 def validate_chain(chain: Chain, strict: bool = False) -> Optional[str]:
-    "None if `chain` is usable, else the reason ('length_mismatch', 'bad_coords', 'too_short', 'no_ca'); raises if `strict`."
+    "None if `chain` is usable, else the reason ('bad_coords', 'nonfinite_coords', 'length_mismatch', 'too_short', 'no_ca'); raises if `strict`."
     reason = None
     c = chain.coords
     if not isinstance(c, np.ndarray) or c.ndim != 3 or c.shape[1:] != (4, 3): reason = "bad_coords"
+    elif np.isinf(c).any(): reason = "nonfinite_coords"     # the loaders turn ±Inf into NaN (missing) and count it
     elif c.shape[0] != len(chain.seq): reason = "length_mismatch"
     elif len(chain.seq) < MIN_LENGTH: reason = "too_short"
     elif np.isnan(c[:, 1]).any(-1).all(): reason = "no_ca"
@@ -155,6 +157,8 @@ class LoadReport:
     n_chains_with_unknown: int = 0
     n_missing_from_file: int = 0                    # names listed in the split but absent from the file
     n_outside_split: int = 0                        # chains in the file not in the requested split (not an error)
+    n_nonfinite_coords: int = 0                     # atoms with a ±Infinity / beyond-float32 coordinate → missing (NaN)
+    n_records_with_nonfinite: int = 0               # records holding such atoms
     details: list = field(default_factory=list)     # first messages (line numbers, names)
 
     MAX_DETAILS = 20
@@ -162,6 +166,11 @@ class LoadReport:
     def skip(self, reason: str, msg: str):
         self.skipped[reason] += 1
         if len(self.details) < self.MAX_DETAILS: self.details.append(f"{reason}: {msg}")
+
+    def nonfinite(self, n_atoms: int, msg: str):
+        "Count `n_atoms` atoms of one record whose coordinates were non-finite (they were made missing)."
+        self.n_nonfinite_coords += n_atoms; self.n_records_with_nonfinite += 1
+        if len(self.details) < self.MAX_DETAILS: self.details.append(f"nonfinite_coords: {msg}: {n_atoms} atoms → missing")
 
     @property
     def n_skipped(self) -> int: return sum(self.skipped.values())
@@ -171,12 +180,15 @@ class LoadReport:
         if self.n_outside_split: s += f", {self.n_outside_split} outside the requested split"
         if self.skipped: s += "; skipped " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items()))
         if self.n_missing_from_file: s += f"; {self.n_missing_from_file} split names missing from the file"
+        if self.n_nonfinite_coords:
+            s += (f"; {self.n_nonfinite_coords} atoms with non-finite coordinates → missing "
+                  f"in {self.n_records_with_nonfinite} records")
         if self.n_unknown_residues:
             s += f"; {self.n_unknown_residues} unknown residues → X in {self.n_chains_with_unknown} chains"
         return s
 
     def log(self):
-        bad = self.skipped or self.n_missing_from_file or self.n_unknown_residues
+        bad = self.skipped or self.n_missing_from_file or self.n_unknown_residues or self.n_nonfinite_coords
         logger.log(logging.WARNING if bad else logging.INFO, self.summary())
         for d in self.details: logger.log(logging.WARNING if bad else logging.INFO, "  " + d)
 
@@ -188,23 +200,49 @@ class ChainSet(list):
         super().__init__(chains)
         self.report = report if report is not None else LoadReport()
 
-# %% ../nbs/01_data.ipynb #8fa54c70
+# %% ../nbs/01_data.ipynb #7c0e323f
+_F32_MAX = float(np.finfo(np.float32).max)
+
 def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, "rt", encoding="utf-8")
 
-def _parse_atom(v, L: int) -> np.ndarray:
-    "One atom's coordinates → `[L, 3]` float32; None / null entries become NaN."
-    if v is None: return np.full((L, 3), np.nan, np.float32)
+def _iter_lines(path: Path):
+    "`(line number, raw bytes)` of a file (`.gz` transparently); a truncated or corrupt gzip raises a ValueError."
+    n = 0
+    with (gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")) as f:
+        try:
+            for n, raw in enumerate(f, 1): yield n, raw
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:   # cut-off download, not gzip at all, bad block
+            raise ValueError(f"{path}: truncated or corrupt gzip file ({type(e).__name__}: {e}); "
+                             f"{n} complete lines were read before it failed") from e
+
+def _parse_atom(v, L: int) -> tuple[np.ndarray, int]:
+    "One atom's coordinates → (`[L, 3]` float32, number of residues whose coordinates were non-finite); null → NaN."
+    if v is None: return np.full((L, 3), np.nan, np.float32), 0
     try:
-        a = np.asarray(v, dtype=np.float32)          # None inside rows → NaN
+        a = np.asarray(v, dtype=np.float64)          # None inside rows → NaN; float64 keeps 1e39 visible
     except (TypeError, ValueError):                  # ragged: some rows are None instead of [x, y, z]
         a = None
     if a is None or a.shape == (L,):                 # rows that are None (→ [NaN]*3) instead of [x, y, z]
-        a = np.array([r if r is not None else [np.nan] * 3 for r in v], dtype=np.float32)
+        a = np.array([r if r is not None else [np.nan] * 3 for r in v], dtype=np.float64)
     if a.shape != (L, 3): raise ValueError(f"atom array shape {a.shape}, expected ({L}, 3)")
-    return a
+    bad = (np.isinf(a) | (np.abs(np.nan_to_num(a)) > _F32_MAX)).any(-1)   # ±Infinity or beyond float32: [L]
+    a[bad] = np.nan                                  # such an atom is missing, exactly like a NaN / null one
+    return a.astype(np.float32), int(bad.sum())
 
-def chain_from_record(rec: dict, source: str = "") -> Chain:
+def _parse_cath(v) -> list:
+    "CATH codes as a list of str: a list of strings as is, one string → a one-element list, null / '' / [] → []."
+    if v is None or v == "" or v == []: return []
+    if isinstance(v, str): return [v]
+    if isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v): return list(v)
+    raise ValueError(f"CATH is {type(v).__name__} {str(v)[:40]}, expected a list of code strings (or one string)")
+
+class _LengthMismatch(ValueError): pass
+
+def chain_from_record(rec: dict,
+                      source: str = "",
+                      report: Optional[LoadReport] = None,   # counts atoms with non-finite coordinates (→ NaN)
+                      where: str = "") -> Chain:             # e.g. "line 7", for the report's details
     "A `Chain` from one CATH 4.2 JSON record (`name`, `seq`, `coords` {N, CA, C, O}, optional `CATH`, `source`)."
     for k in ("name", "seq", "coords"):
         if k not in rec: raise KeyError(f"record lacks key {k!r} (has {sorted(rec)})")
@@ -214,17 +252,22 @@ def chain_from_record(rec: dict, source: str = "") -> Chain:
     lens = {a: len(coords[a]) for a in ATOMS if coords.get(a) is not None}
     if any(n != len(seq) for n in lens.values()):
         raise _LengthMismatch(f"len(seq)={len(seq)} but coordinate lengths {lens}")
-    xyz = np.stack([_parse_atom(coords.get(a), len(seq)) for a in ATOMS], axis=1)   # [L, 4, 3]
-    cath = rec.get("CATH") or []
-    return Chain(name=str(rec["name"]), seq=seq, coords=xyz, cath=list(cath), source=str(rec.get("source") or source))
+    atoms = [_parse_atom(coords.get(a), len(seq)) for a in ATOMS]
+    xyz = np.stack([a for a, _ in atoms], axis=1)                                  # [L, 4, 3]
+    cath = _parse_cath(rec.get("CATH"))
+    n_bad = sum(n for _, n in atoms)
+    if n_bad and report is not None: report.nonfinite(n_bad, f"{where} ({rec['name']})".strip())
+    return Chain(name=str(rec["name"]), seq=seq, coords=xyz, cath=cath, source=str(rec.get("source") or source))
 
-class _LengthMismatch(ValueError): pass
-
+# %% ../nbs/01_data.ipynb #edc5539a
 def read_splits(splits_path: Union[str, Path]) -> dict:
     "The splits JSON as a dict {split name: [chain names]} (plus `cath_nodes` when present, as in CATH 4.2)."
     splits_path = Path(splits_path)
     if not splits_path.exists(): raise FileNotFoundError(f"splits file not found: {splits_path}")
-    with _open_text(splits_path) as f: d = json.load(f)
+    try:
+        with _open_text(splits_path) as f: d = json.load(f)
+    except (ValueError, EOFError, OSError) as e:    # bad JSON, not UTF-8, truncated / corrupt gzip
+        raise ValueError(f"{splits_path}: not a readable splits JSON file ({type(e).__name__}: {str(e)[:120]})") from e
     if not isinstance(d, dict): raise ValueError(f"{splits_path}: expected a JSON object of split lists")
     return d
 
@@ -255,39 +298,43 @@ def load_chain_set(path: Union[str, Path],            # chain_set.jsonl or .json
         names = _split_names(read_splits(splits_path), split, splits_path)
     rep = LoadReport(path=str(path))
     chains, seen, in_file = [], set(), set()
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip(): continue
-            rep.n_records += 1
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict): raise ValueError(f"line is a JSON {type(rec).__name__}, not an object")
-            except ValueError as e:
-                if strict: raise ValueError(f"{path}:{lineno}: malformed JSON ({e})") from e
-                rep.skip("malformed_json", f"line {lineno}: {str(e)[:80]}"); continue
-            name = rec.get("name")
-            in_file.add(name)
-            if names is not None and name not in names:
-                rep.n_outside_split += 1; continue
-            if name in seen:
-                if strict: raise ValueError(f"{path}:{lineno}: duplicate chain name {name!r}")
-                rep.skip("duplicate_name", f"line {lineno}: {name}"); continue
-            try:
-                ch = chain_from_record(rec)
-            except _LengthMismatch as e:
-                if strict: raise ValueError(f"{path}:{lineno}: chain {name!r}: {e}") from e
-                rep.skip("length_mismatch", f"line {lineno} ({name}): {e}"); continue
-            except (KeyError, ValueError, TypeError) as e:
-                if strict: raise ValueError(f"{path}:{lineno}: bad record {name!r}: {e}") from e
-                rep.skip("bad_record", f"line {lineno} ({name}): {str(e)[:80]}"); continue
-            reason = validate_chain(ch)
-            if reason:
-                if strict: raise ValueError(f"{path}:{lineno}: chain {name!r}: {reason} (L={len(ch.seq)})")
-                rep.skip(reason, f"line {lineno} ({name}), L={len(ch.seq)}"); continue
-            n_unk = tokenize(ch.seq)[1]
-            rep.n_unknown_residues += n_unk; rep.n_chains_with_unknown += bool(n_unk)
-            seen.add(name); chains.append(ch)
-            if limit is not None and len(chains) >= limit: break
+    for lineno, raw in _iter_lines(path):              # bytes: each line is decoded on its own (below)
+        if not raw.strip(): continue
+        rep.n_records += 1
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+            if not isinstance(rec, dict): raise ValueError(f"line is a JSON {type(rec).__name__}, not an object")
+        except ValueError as e:                        # JSONDecodeError, and UnicodeDecodeError (a non-UTF-8 byte)
+            what = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "malformed JSON"
+            if strict: raise ValueError(f"{path}:{lineno}: {what} ({e})") from e
+            rep.skip("malformed_json", f"line {lineno}: {what}: {str(e)[:80]}"); continue
+        name = rec.get("name")
+        in_file.add(name)
+        if names is not None and name not in names:
+            rep.n_outside_split += 1; continue
+        if name in seen:
+            if strict: raise ValueError(f"{path}:{lineno}: duplicate chain name {name!r}")
+            rep.skip("duplicate_name", f"line {lineno}: {name}"); continue
+        n_bad0 = rep.n_nonfinite_coords
+        try:
+            ch = chain_from_record(rec, report=rep, where=f"line {lineno}")
+        except _LengthMismatch as e:
+            if strict: raise ValueError(f"{path}:{lineno}: chain {name!r}: {e}") from e
+            rep.skip("length_mismatch", f"line {lineno} ({name}): {e}"); continue
+        except (KeyError, ValueError, TypeError) as e:
+            if strict: raise ValueError(f"{path}:{lineno}: bad record {name!r}: {e}") from e
+            rep.skip("bad_record", f"line {lineno} ({name}): {str(e)[:80]}"); continue
+        if strict and rep.n_nonfinite_coords > n_bad0:
+            raise ValueError(f"{path}:{lineno}: chain {name!r}: {rep.n_nonfinite_coords - n_bad0} atoms with "
+                             "non-finite or out-of-float32-range coordinates")
+        reason = validate_chain(ch)
+        if reason:
+            if strict: raise ValueError(f"{path}:{lineno}: chain {name!r}: {reason} (L={len(ch.seq)})")
+            rep.skip(reason, f"line {lineno} ({name}), L={len(ch.seq)}"); continue
+        n_unk = tokenize(ch.seq)[1]
+        rep.n_unknown_residues += n_unk; rep.n_chains_with_unknown += bool(n_unk)
+        seen.add(name); chains.append(ch)
+        if limit is not None and len(chains) >= limit: break
     if rep.n_records == 0: raise ValueError(f"chain set {path} is empty (no JSON records)")
     if names is not None and limit is None:
         missing = names - in_file          # split names that no record of the file carries (bad records count as present)
@@ -485,7 +532,7 @@ def featurize(chain: Chain, crop: Optional[tuple[int, int]] = None) -> dict:
     tokens, _ = tokenize(chain.seq[start:end])
     xyz = np.asarray(chain.coords[start:end], dtype=np.float64)           # [L, 4, 3] Å, NaN missing
     L = end - start
-    bb_mask = ~np.isnan(xyz).any(-1)                                     # [L, 4]
+    bb_mask = np.isfinite(xyz).all(-1)                                   # [L, 4]: NaN (and any ±Inf) = missing
     ca_mask = bb_mask[:, 1]
     centre = xyz[ca_mask, 1].mean(0) if ca_mask.any() else np.zeros(3)   # centroid of observed Cα (Å)
     bb = np.where(bb_mask[..., None], xyz - centre, 0.0).astype(np.float32)   # [L, 4, 3]

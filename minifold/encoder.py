@@ -22,7 +22,8 @@ __all__ = ['log', 'N_EXACT_SEP', 'SEP_PER_OCTAVE', 'MAX_SEP', 'N_HALF_BINS', 'N_
            'ARCH_FIELDS', 'CSV_COLUMNS', 'TRAIN_CKPT_FORMAT', 'relpos_bins', 'SwiGLU', 'EncoderLayer',
            'OuterProductMean', 'ContactBlock', 'ContactClassifier', 'contact_pair_mask', 'encoder_losses',
            'atomic_torch_save', 'save_encoder', 'freeze', 'read_encoder_checkpoint', 'load_frozen_encoder',
-           'build_encoder', 'warmup_cosine', 'evaluate_loader', 'resolve_data_paths', 'train_encoder', 'predict_chains']
+           'build_encoder', 'warmup_cosine', 'evaluate_loader', 'resolve_data_paths', 'train_encoder', 'predict_chains',
+           'pca_2d', 'project_embeddings', 'pick_contact_map_chains', 'contact_map_scores', 'plot_contact_maps']
 
 # %% ../nbs/10_encoder.ipynb #73292d48
 N_EXACT_SEP = 16          # |i-j| < 16: one bin per separation
@@ -442,6 +443,22 @@ def _resolve_path(p) -> Path:
     if p.is_absolute() or p.exists(): return p.resolve()
     return (project_root() / p).resolve()
 
+def _portable_path(p) -> str:
+    "`p` relative to the project root if it lies in the root or next to it (`../shared/...`), else absolute (POSIX)."
+    from minifold.config import project_root
+    p, root = Path(p).resolve(), project_root().resolve()
+    for base, prefix in ((root, ""), (root.parent, "../")):
+        if base == Path(base.anchor): continue               # never relative to the filesystem root
+        try: return prefix + p.relative_to(base).as_posix()
+        except ValueError: pass
+    return p.as_posix()
+
+def _portable_run_id(rid):
+    "A stored run identity with absolute data paths (checkpoints written before paths were portable) made portable."
+    if not isinstance(rid, dict): return rid
+    return {k: _portable_path(v) if k in ("data", "splits") and isinstance(v, str) and Path(v).is_absolute() else v
+            for k, v in rid.items()}
+
 def resolve_data_paths(data_path=None, splits_path=None) -> tuple:
     "`(chain_set, splits)` paths: the bundled sample by default; splits default to `chain_set_splits.json` next to the data."
     if data_path is None:
@@ -467,7 +484,8 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
                   out_dir=None,                # None → runs/encoder_<preset>
                   device: str = "cpu",
                   threads: Optional[int] = None,         # torch CPU threads (None: leave as is)
-                  resume: bool = True,         # continue from <out_dir>/ckpt/last.pt if present
+                  resume: Optional[bool] = None,  # True: continue from <out_dir>/ckpt/last.pt; False: train afresh;
+                                               # None: True, except the CI-sized default (tiny, no out_dir): False
                   stop_after_epoch: Optional[int] = None,  # stop (as if interrupted) once this epoch is done
                   time_budget_s: Optional[float] = None,   # do not start an epoch that would end past this budget
                   weight_decay: float = 0.01,
@@ -485,6 +503,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
                 max_len=max_len)
     p = p.replace(**{k: v for k, v in over.items() if v is not None})
     out = _resolve_path(out_dir) if out_dir is not None else default_run_dir(f"encoder_{p.name}")
+    if resume is None: resume = not (out_dir is None and p.name == "tiny")   # a CI smoke run never reuses an old one
     (out / "ckpt").mkdir(parents=True, exist_ok=True)
     dp, sp = resolve_data_paths(data_path, splits_path)
     say = print if verbose else (lambda *a, **k: None)
@@ -507,16 +526,19 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
     total_steps, warm = p.epochs * steps_per_epoch, p.warmup_epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps, warm))
 
-    run_id = dict(preset=p.to_dict(), seed=seed, data=str(dp), splits=str(sp))
+    run_id = dict(preset=p.to_dict(), seed=seed, data=_portable_path(dp), splits=_portable_path(sp))  # no checkout path
     last_path, best_path, csv_path = out / "ckpt" / "last.pt", out / "ckpt" / "best.pt", out / "epochs.csv"
     rows, start, best_val, best_epoch, bad, done = [], 1, float("inf"), 0, 0, False
+    say(f"{'auto-resume' if resume else 'fresh run'} in {out}")
     if resume and last_path.exists():
         try:
             ck = torch.load(last_path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"train_encoder: cannot resume, {last_path} is corrupt ({e}); delete it or pass resume=False") from e
-        if ck.get("format") != TRAIN_CKPT_FORMAT or ck.get("run_id") != run_id:
-            raise ValueError(f"train_encoder: {out} holds a different run (preset/seed/data differ); "
+        old = _portable_run_id(ck.get("run_id"))
+        if ck.get("format") != TRAIN_CKPT_FORMAT or old != run_id:
+            diff = sorted(k for k in run_id if not isinstance(old, dict) or old.get(k) != run_id[k])
+            raise ValueError(f"train_encoder: {out} holds a different run ({', '.join(diff) or 'format'} differ); "
                              "use another out_dir or resume=False")
         try:
             model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
@@ -568,7 +590,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
         if va["total"] < best_val - 1e-6:
             best_val, best_epoch, bad, status = va["total"], epoch, 0, "NEW BEST"
             save_encoder(model, best_path, p, ARCH_VOCAB, extra=dict(epoch=epoch, val_total=va["total"], seed=seed,
-                                                                     data=str(dp)))
+                                                                     data=_portable_path(dp)))
         else:
             bad += 1; status = f"pat {bad}"
             if bad >= p.patience: status, done = "EARLY STOP", True
@@ -596,7 +618,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
         raise RuntimeError(f"train_encoder: no epoch finished, no best checkpoint in {out}")
     best = load_frozen_encoder(best_path, device)
     return dict(model=best, rows=rows, out_dir=out, best_path=best_path, last_path=last_path, csv_path=csv_path,
-                best_epoch=best_epoch, best_val=best_val, preset=p, stop_reason=stop_reason,
+                best_epoch=best_epoch, best_val=best_val, preset=p, stop_reason=stop_reason, start_epoch=start,
                 train_chains=train_chains, val_chains=val_chains, data_path=dp, splits_path=sp)
 
 # %% ../nbs/10_encoder.ipynb #38f4d184
@@ -622,3 +644,75 @@ def predict_chains(model: ContactClassifier, chains, max_len: Optional[int] = 12
                             pooled=pooled[i]))
     model.train(was)
     return res
+
+# %% ../nbs/10_encoder.ipynb #0e4ece10
+def pca_2d(E) -> tuple:
+    "First two principal components of the rows of `E` `[N, d]`: `(Y [N, 2], explained-variance fractions [2])`."
+    E = np.asarray(E, dtype=np.float64)
+    if E.ndim != 2 or E.shape[0] < 2 or E.shape[1] < 2:
+        raise ValueError(f"pca_2d: need an [N >= 2, d >= 2] array, got shape {E.shape}")
+    Ec = E - E.mean(0)
+    _, S, Vt = np.linalg.svd(Ec, full_matrices=False)
+    return Ec @ Vt[:2].T, S[:2] ** 2 / max(float((S ** 2).sum()), 1e-300)
+
+def project_embeddings(E,                              # [N, d] pooled protein embeddings
+                       methods=("PCA", "UMAP"),        # any of "PCA", "UMAP"
+                       seed: int = 0,                  # UMAP random_state (deterministic, single-threaded)
+                       n_neighbors: int = 15) -> dict: # UMAP neighbourhood size (capped at N − 1)
+    "2-D projections `{method: [N, 2]}` of embeddings for the Stage-1 figures; umap-learn is imported only for UMAP."
+    E = np.asarray(E, dtype=np.float32)
+    out = {}
+    for m in methods:
+        if m == "PCA": out[m] = pca_2d(E)[0]
+        elif m == "UMAP":
+            if E.ndim != 2 or len(E) < 6: raise ValueError(f"project_embeddings: UMAP needs >= 6 points, got shape {E.shape}")
+            import umap
+            with warnings.catch_warnings():        # "n_jobs overridden by random_state": intended, we want determinism
+                warnings.filterwarnings("ignore", message=".*n_jobs.*")
+                out[m] = umap.UMAP(n_neighbors=min(n_neighbors, len(E) - 1), random_state=seed).fit_transform(E)
+        else: raise ValueError(f"project_embeddings: unknown method {m!r} (PCA or UMAP)")
+    return out
+
+# %% ../nbs/10_encoder.ipynb #8d69ae44
+def pick_contact_map_chains(preds: list, n: int = 3) -> list:
+    "Up to `n` `predict_chains` dicts: the longest chain of each labelled CATH class (class order), then the longest others."
+    longest = sorted(preds, key=lambda r: -r["length"])
+    by_class = {}
+    for r in longest:
+        if r["cath_class"] >= 0 and r["cath_class"] not in by_class: by_class[r["cath_class"]] = r
+    picks = [by_class[c] for c in sorted(by_class)][:n]
+    return picks + [r for r in longest if not any(r is q for q in picks)][:n - len(picks)]
+
+def contact_map_scores(r: dict,                 # one `predict_chains` dict
+                       min_sep: int = 6,        # |i−j| of the thresholded precision / recall
+                       long_sep: int = 24,      # |i−j| of the (threshold-free) long-range top-L/5 and top-L
+                       threshold: float = 0.5) -> dict:
+    "`precision`, `recall` at `threshold` (NaN where undefined) and long-range `top_l5`, `top_l` precision of one chain."
+    from minifold.metrics import contact_metrics, top_l_precision
+    t = lambda a, dt=torch.float32: torch.as_tensor(np.asarray(a)).to(dt)[None]
+    probs, y, m, ri = t(r["probs"]), t(r["contacts"]), t(r["contact_mask"], torch.bool), t(r["residue_index"], torch.long)
+    prec, rec = contact_metrics(probs, y, m, min_sep=min_sep, threshold=threshold, residue_index=ri)
+    top = lambda k: float(top_l_precision(probs, y, m, min_sep=long_sep, k=k, residue_index=ri)[0])
+    return dict(precision=float(prec[0]), recall=float(rec[0]), top_l5=top(0.2), top_l=top(None))
+
+def plot_contact_maps(preds: list, path=None, n: int = 3):
+    "Ground truth beside P(contact) for `pick_contact_map_chains(preds, n)` → `(figure, picks)`; saves a PNG at `path`."
+    import matplotlib.pyplot as plt
+    from minifold.data import CLASS_NAMES
+    picks = pick_contact_map_chains(preds, n)
+    f2 = lambda x: "–" if math.isnan(x) else f"{x:.2f}"
+    fig, axs = plt.subplots(len(picks), 2, figsize=(7.2, 3.6 * len(picks)), squeeze=False)
+    for row, r in zip(axs, picks):
+        s = contact_map_scores(r)
+        cname = CLASS_NAMES[r["cath_class"]] if r["cath_class"] >= 0 else "unknown class"
+        row[0].imshow(np.where(r["contact_mask"], r["contacts"], np.nan), cmap="Greys", vmin=0, vmax=1)
+        row[0].set_title(f"{r['name']} (L={r['length']}, {cname})\nground truth", fontsize=9)
+        im = row[1].imshow(r["probs"], cmap="viridis", vmin=0, vmax=1)
+        pr = "no pair called, P undefined" if math.isnan(s["precision"]) else f"P={s['precision']:.2f}"
+        row[1].set_title(f"predicted P(contact)\nlong range |i-j|≥24: top-L/5 {f2(s['top_l5'])}, top-L {f2(s['top_l'])}\n"
+                         f"p≥0.5, |i-j|≥6: {pr}, R={f2(s['recall'])}", fontsize=8)
+        fig.colorbar(im, ax=row[1], fraction=0.046)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=110)
+    return fig, picks

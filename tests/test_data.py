@@ -34,8 +34,14 @@ def _line(name, seq, L=None, **kw):
 
 
 def _write(path, lines):
-    path.write_text("\n".join(lines) + "\n")
+    "Write lines (str, or bytes for deliberately broken encodings) as a JSON Lines file."
+    path.write_bytes(b"\n".join(ln if isinstance(ln, bytes) else ln.encode() for ln in lines) + b"\n")
     return path
+
+
+def _rec(name="x.A", seq="ACDEF", **fields):
+    "A JSON record (dict) with plain coordinates, updated with `fields`."
+    return {"name": name, "seq": seq, "CATH": [], "num_chains": None, "coords": _coords(len(seq)), **fields}
 
 
 # ----------------------------------------------------------------------------- tokens and labels
@@ -117,6 +123,15 @@ def test_nan_literals_null_atoms_and_gzip(tmp_path):
     (_line("mism.A", "ACDEF", L=4), "length_mismatch"),
     (json.dumps({"name": "nocoords.A", "seq": "ACDE"}), "bad_record"),
     (json.dumps({"name": "badshape.A", "seq": "ACD", "coords": {"N": [[1, 2]] * 3}}), "bad_record"),
+    # a byte that is not UTF-8 (Latin-1 é): that line is malformed, the rest of the file loads
+    (_line("latin1.A", "ACDEF").replace("latin1", "caf\u00e9").encode("latin-1"), "malformed_json"),
+    (b"\xff\xfe{}", "malformed_json"),
+    # CATH must be a list of strings (or one string)
+    (json.dumps(_rec("cathnum.A", CATH=3.4)), "bad_record"),
+    (json.dumps(_rec("cathints.A", CATH=[3, 40, 50])), "bad_record"),
+    (json.dumps(_rec("cathdict.A", CATH={"code": "3.40.50"})), "bad_record"),
+    # every Cα non-finite: made missing (counted), so the chain has no Cα at all
+    (json.dumps(_rec("infca.A", coords=dict(_coords(5), CA=[[float("inf"), 0, 0]] * 5))), "no_ca"),
 ])
 def test_bad_records_are_counted_or_raise(tmp_path, line, reason):
     p = _write(tmp_path / "x.jsonl", [_line("ok.A", "ACDEF"), line, _line("ok2.A", "ACDEF")])
@@ -126,6 +141,79 @@ def test_bad_records_are_counted_or_raise(tmp_path, line, reason):
     assert "line 2" in cs.report.details[0] and reason in cs.report.summary()
     with pytest.raises(ValueError, match=":2:"):
         D.load_chain_set(p, strict=True)
+
+
+def test_nonfinite_coordinates_are_missing_and_counted(tmp_path, caplog):
+    co = _coords(6)
+    co["CA"] = [list(r) for r in co["CA"]]
+    co["CA"][1] = [float("inf"), 0.0, 0.0]                 # JSON Infinity
+    co["N"] = [list(r) for r in co["N"]]; co["N"][2] = [0.0, float("-inf"), 0.0]   # -Infinity
+    text = json.dumps(_rec("inf.A", "ACDEFG", coords=co))
+    assert "Infinity" in text and "-Infinity" in text
+    big = json.dumps(_rec("big.A", "ACDEFG")).replace("[7.6, 0.0, 0.0]", "[7.6, 1e39, 0.0]", 1)   # beyond float32
+    assert "1e39" in big
+    p = _write(tmp_path / "x.jsonl", [text, big, _line("ok.A", "ACDEF")])
+    with caplog.at_level("WARNING", logger="minifold.data"):
+        cs = D.load_chain_set(p)
+    assert [c.name for c in cs] == ["inf.A", "big.A", "ok.A"] and cs.report.n_skipped == 0
+    rep = cs.report
+    # big.A: the 1e39 sits in the first atom written with [7.6, 0, 0] (N of residue index 2)
+    assert rep.n_nonfinite_coords == 3 and rep.n_records_with_nonfinite == 2
+    assert "3 atoms with non-finite coordinates" in rep.summary() and "non-finite" in caplog.text
+    assert any("line 1 (inf.A)" in d for d in rep.details) and any("line 2 (big.A)" in d for d in rep.details)
+    inf = cs[0]
+    assert np.isnan(inf.coords[1, 1]).all() and np.isnan(inf.coords[2, 0]).all() and np.isfinite(inf.coords[0]).all()
+    assert np.isnan(cs[1].coords[2, 0]).all() and not np.isinf(cs[1].coords).any()
+    for ch in cs:                                        # features: missing, never NaN / Inf with a True mask
+        f = D.featurize(ch)
+        assert torch.isfinite(f["ca"]).all() and torch.isfinite(f["bb"]).all() and torch.isfinite(f["contacts"]).all()
+    f = D.featurize(inf)
+    assert not f["ca_mask"][1] and not f["bb_mask"][2, 0] and f["bb_mask"][0].all()
+    with pytest.raises(ValueError, match=":1:.*non-finite"):
+        D.load_chain_set(p, strict=True)
+    # a Chain built by hand with an Inf is rejected by validation (and hence by ProteinDataset)
+    xyz = np.zeros((4, 4, 3), np.float32); xyz[2, 1, 0] = np.inf
+    assert D.validate_chain(D.Chain("h", "ACDE", xyz)) == "nonfinite_coords"
+    with pytest.raises(ValueError, match="nonfinite_coords"):
+        D.ProteinDataset([D.Chain("h", "ACDE", xyz)])
+
+
+def test_cath_field_string_or_list(tmp_path):
+    p = _write(tmp_path / "x.jsonl", [json.dumps(_rec("s.A", CATH="3.40.50")),
+                                      json.dumps(_rec("l.A", CATH=["1.10.10", "2.30.30"])),
+                                      json.dumps(_rec("n.A", CATH=None)), json.dumps(_rec("e.A", CATH=""))])
+    cs = D.load_chain_set(p)
+    assert [c.cath for c in cs] == [["3.40.50"], ["1.10.10", "2.30.30"], [], []] and cs.report.n_skipped == 0
+    assert D.cath_labels(cs[0].cath) == (2, D.ARCH_VOCAB.index("3.40"))     # not split into characters
+    with pytest.raises(ValueError, match="CATH"):
+        D.chain_from_record(_rec("b.A", CATH=[None]))
+
+
+def test_non_utf8_line_and_truncated_gzip(tmp_path):
+    lines = [_line(f"c{i}.A", "ACDEF" * 10) for i in range(40)]
+    lines[5] = lines[5].encode().replace(b"c5.A", b"c5\xe9.A")            # Latin-1 é in line 6
+    p = _write(tmp_path / "x.jsonl", lines)
+    cs = D.load_chain_set(p)
+    assert len(cs) == 39 and cs.report.skipped == Counter(malformed_json=1)
+    assert "line 6: not UTF-8" in cs.report.details[0]
+    with pytest.raises(ValueError, match=":6: not UTF-8"):
+        D.load_chain_set(p, strict=True)
+    # the same file gzipped, then cut short: a ValueError that names the file and the lines read
+    gz = tmp_path / "chain_set.jsonl.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write(p.read_bytes())
+    assert len(D.load_chain_set(gz)) == 39
+    full = gz.read_bytes()
+    for cut in (8, len(full) // 2):
+        (tmp_path / "cut.jsonl.gz").write_bytes(full[:-cut])
+        with pytest.raises(ValueError, match=r"cut\.jsonl\.gz: truncated or corrupt gzip .* \d+ complete lines were read"):
+            D.load_chain_set(tmp_path / "cut.jsonl.gz")
+    (tmp_path / "plain.jsonl.gz").write_bytes(p.read_bytes())          # not gzip at all
+    with pytest.raises(ValueError, match="plain.jsonl.gz: truncated or corrupt gzip"):
+        D.load_chain_set(tmp_path / "plain.jsonl.gz")
+    (tmp_path / "chain_set_splits.json").write_bytes(b'{"train": ["c\xe9"]}')
+    with pytest.raises(ValueError, match="not a readable splits JSON"):
+        D.load_chain_set(gz, split="train")
 
 
 def test_duplicates_unknowns_empty_and_missing(tmp_path):

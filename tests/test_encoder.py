@@ -207,3 +207,72 @@ def test_committed_cpu_weights():
     tok = torch.randint(4, 24, (1, 30))
     o = enc(tok)
     assert o["pair"].shape == (1, 30, 30, 64) and o["single"].shape == (1, 30, 128) and o["pooled"].shape == (1, 128)
+
+
+
+def test_project_embeddings_umap_smoke():
+    "UMAP of the Stage-1 embedding figure on 30 points (numba compilation dominates: ~10-20 s on a CPU)."
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (15, 16)), rng.normal(8, 1, (15, 16))]).astype(np.float32)   # 2 clusters
+    proj = E.project_embeddings(X, methods=("PCA", "UMAP"), seed=0)
+    assert set(proj) == {"PCA", "UMAP"}
+    for Y in proj.values():
+        assert Y.shape == (30, 2) and np.isfinite(Y).all()
+    U = proj["UMAP"]
+    d = np.linalg.norm(U[:, None] - U[None], axis=-1) + np.eye(30) * 1e9
+    assert ((d.argmin(1) < 15) == (np.arange(30) < 15)).all()          # nearest neighbours stay in their cluster
+    assert np.allclose(E.project_embeddings(X, methods=("UMAP",), seed=0)["UMAP"], U)   # fixed seed: deterministic
+    with pytest.raises(ValueError, match="UMAP needs"):
+        E.project_embeddings(X[:4], methods=("UMAP",))
+
+
+def test_contact_map_figure_has_threshold_free_scores(sample_chains):
+    "Panel titles carry long-range top-L/5 and top-L precision, which stay informative when nothing passes p >= 0.5."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    preds = E.predict_chains(ContactClassifier("tiny"), sample_chains[:4], max_len=60)
+    r = preds[0]
+    low = dict(r, probs=(r["contacts"] * 0.3 + 0.01).astype(np.float32))      # perfect ranking, all p < 0.5
+    s = E.contact_map_scores(low)
+    assert np.isnan(s["precision"]) and s["recall"] == 0 and s["top_l5"] == 1.0 and 0 < s["top_l"] <= 1
+    fig, picks = E.plot_contact_maps(preds, n=3)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("predicted")]
+    assert len(picks) == 3 and len(titles) == 3
+    assert all("top-L/5" in t and "top-L " in t and "R=" in t for t in titles)
+    plt.close(fig)
+    fig, _ = E.plot_contact_maps([low], n=1)
+    (title,) = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("predicted")]
+    assert "top-L/5 1.00" in title and "no pair called, P undefined, R=0.00" in title
+    plt.close(fig)
+
+
+def test_run_identity_is_portable_and_ci_default_trains_fresh(tmp_path, monkeypatch):
+    "run_id stores data paths relative to the project root; the CI-sized default (tiny, no out_dir) never just resumes."
+    import minifold.config as C
+    kw = dict(preset="tiny", epochs=1, max_len=32, progress=False, verbose=False)
+    r = train_encoder(out_dir=tmp_path / "a", **kw)
+    ck = torch.load(tmp_path / "a" / "ckpt" / "last.pt", weights_only=True)
+    assert (ck["run_id"]["data"], ck["run_id"]["splits"]) == ("data/sample/chain_set.jsonl",
+                                                              "data/sample/chain_set_splits.json")
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (cfg["data"], cfg["splits"]) == (ck["run_id"]["data"], ck["run_id"]["splits"])
+    assert E._portable_path(ROOT.parent / "shared" / "x.jsonl") == "../shared/x.jsonl"    # the shared pack's place
+    if not str(tmp_path.resolve()).startswith(str(ROOT.parent.resolve())):               # elsewhere: absolute
+        assert E._portable_path(tmp_path / "x") == (tmp_path / "x").resolve().as_posix()
+    # a checkpoint written with absolute paths (older format) still resumes in the same checkout
+    ck["run_id"] = dict(ck["run_id"], data=str(ROOT / "data/sample/chain_set.jsonl"),
+                        splits=str(ROOT / "data/sample/chain_set_splits.json"))
+    torch.save(ck, tmp_path / "a" / "ckpt" / "last.pt")
+    again = train_encoder(out_dir=tmp_path / "a", **kw)
+    assert again["stop_reason"] == "done" and again["start_epoch"] == 2          # finished: resumed, nothing trained
+    assert r["start_epoch"] == 1
+    # the CI-sized default: out_dir None → runs/encoder_tiny (redirected here); a finished run there is retrained
+    monkeypatch.setattr(C, "default_run_dir", lambda name: tmp_path / "runs" / name)
+    first = train_encoder(**kw)
+    assert first["out_dir"] == tmp_path / "runs" / "encoder_tiny" and first["start_epoch"] == 1
+    second = train_encoder(**kw)
+    assert second["start_epoch"] == 1 and len(second["rows"]) == 1 and second["stop_reason"] == "done"
+    assert train_encoder(resume=True, **kw)["start_epoch"] == 2                  # explicit resume=True still resumes
