@@ -9,14 +9,16 @@ from pathlib import Path
 from .config import project_root, PRESETS, VERSIONS, get_preset
 
 # %% auto #0
-__all__ = ['SEED_HEADERS', 'SEED_COLUMNS', 'EXTRA_COLUMNS', 'PUBLISHED_LABEL', 'COLUMN_ALIASES', 'SUMMARY_METRICS',
-           'CURVE_OFFSETS', 'KEY_FIELDS', 'PUBLISHED_BASELINE_KEYS', 'NAN_FIXES', 'published_dir', 'resolve_runs_dir',
-           'load_published', 'published_headline', 'canonicalize', 'find_figures', 'version_of', 'hardware_str',
-           'load_run', 'list_runs', 'run_label', 'runs_for', 'seed_table', 'version_tables', 'show', 'best_row',
+__all__ = ['SEED_HEADERS', 'SEED_COLUMNS', 'EXTRA_COLUMNS', 'PUBLISHED_LABEL', 'PUBLISHED_SUMMARY_KEYS', 'COLUMN_ALIASES',
+           'UNCLAMPED_ALIASES', 'CLAMP_MARK', 'FAPE_NOTES', 'SMOKE_PRESETS', 'SMOKE_NAMES', 'SUMMARY_METRICS',
+           'CURVE_OFFSETS', 'KEY_FIELDS', 'LENGTH_BINS', 'BY_LENGTH_COLUMNS', 'PUBLISHED_BASELINE_KEYS', 'NAN_FIXES',
+           'published_dir', 'resolve_runs_dir', 'load_published', 'published_headline', 'published_summary',
+           'canonicalize', 'fape_comparable', 'fape_notes', 'find_figures', 'version_of', 'hardware_str', 'load_run',
+           'is_smoke', 'list_runs', 'run_label', 'runs_for', 'seed_table', 'version_tables', 'show', 'best_row',
            'summary_table', 'epoch_numbers', 'curve_series', 'plot_curves', 'show_figures', 'demote_headings',
-           'show_run_notes', 'config_table', 'config_changes', 'eval_summary', 'architecture_figure',
-           'published_baselines', 'checkpoint_of', 'gradient_cosine_table', 'timeline_figure', 'guard_tests',
-           'check_code_refs']
+           'show_run_notes', 'config_table', 'config_changes', 'eval_summary', 'eval_by_length', 'show_evaluations',
+           'architecture_figure', 'published_baselines', 'checkpoint_of', 'gradient_cosine_table', 'timeline_figure',
+           'guard_tests', 'fp32_island_line', 'check_code_refs']
 
 # %% ../nbs/50_report.ipynb #4e9be2eb
 def published_dir() -> Path:
@@ -26,6 +28,11 @@ def published_dir() -> Path:
 def resolve_runs_dir(runs_dir=None) -> Path:
     "The runs folder: `runs_dir` if given (relative to the cwd), else `<project root>/runs`."
     return Path(runs_dir).expanduser().resolve() if runs_dir else project_root() / "runs"
+
+def _repo_rel(p) -> str:
+    "`p` relative to the project root when it lies inside it (absolute paths are machine-specific), else as given."
+    try: return Path(p).resolve().relative_to(project_root()).as_posix() if Path(p).is_absolute() else str(p)
+    except ValueError: return str(p)
 
 # %% ../nbs/50_report.ipynb #912eb69e
 SEED_HEADERS = {
@@ -38,6 +45,8 @@ SEED_HEADERS = {
     "train_class_acc": "Train Class Acc", "val_class_acc": "Val Class Acc", "train_arch_acc": "Train Arch Acc",
     "val_arch_acc": "Val Arch Acc", "contact_recall": "Contact Recall (Val)", "contact_bce": "Contact BCE (Val)",
     "contact_precision": "Contact Precision (Val)",
+    # our clamped FAPE when the seed-comparable (unclamped) FAPE fills the FAPE column (see `canonicalize`)
+    "fape_clamped": "FAPE (10 Å clamp)", "bb_fape_clamped": "BB FAPE (10 Å clamp)",
 }
 
 SEED_COLUMNS = {
@@ -53,10 +62,10 @@ SEED_COLUMNS = {
                "contact_bce", "lr", "status"],
 }
 # Extra columns shown for our runs when the trainer logged them (the seed's v14 bug: bb_angle was never logged).
-EXTRA_COLUMNS = {"v14": ["bb_angle", "ddim_rmsd"], "v13": ["ddim_rmsd"], "v11b": ["ddim_rmsd"], "v11": ["frame_rot", "ddim_rmsd"],
+EXTRA_COLUMNS = {"v14": ["bb_fape_clamped", "bb_angle", "ddim_rmsd"], "v13": ["ddim_rmsd"], "v11b": ["ddim_rmsd"], "v11": ["frame_rot", "ddim_rmsd"],
                  "stage1": ["val_arch_acc", "contact_precision"]}
 for _v in list(SEED_COLUMNS):
-    if _v != "stage1": EXTRA_COLUMNS[_v] = EXTRA_COLUMNS.get(_v, []) + ["ddim_gdt", "train_total", "time_s"]
+    if _v != "stage1": EXTRA_COLUMNS[_v] = ["fape_clamped"] + EXTRA_COLUMNS.get(_v, []) + ["ddim_gdt", "train_total", "time_s"]
 
 # %% ../nbs/50_report.ipynb #784da680
 _PUBLISHED = {
@@ -93,7 +102,36 @@ def published_headline(key: str, version: str | None = None):
     if version is not None: hit = hit[hit["version"] == version]
     return None if hit.empty else hit["value"].iloc[0]
 
+# The versions whose results the seed states in prose only: (quantity, headline key[, key of the epoch it refers to]).
+PUBLISHED_SUMMARY_KEYS = {"v10": [
+    ("epochs trained", "v10_epochs"), ("parameters (millions)", "v10_params_million"),
+    ("FAPE (plateau, at its random baseline)", "v10_fape_plateau"), ("Dist MSE (after 21 epochs)", "v10_dist_mse"),
+    ("Dist MSE below random (%)", "v10_dist_mse_below_random_pct"), ("Bond (after 21 epochs)", "v10_bond"),
+    ("best val structural loss", "v10_best_val_structural", "v10_best_val_structural_epoch"),
+    ("best DDIM TM", "v10_ddim_best_tm"), ("best DDIM RMSD (Å)", "v10_ddim_best_rmsd"),
+]}
+
+def published_summary(version: str):
+    """The seed's stated results for a version without a per-epoch table (v10), from `headline_numbers.csv`:
+    DataFrame [quantity, published (seed), seed line] (values as printed, `~` kept); None for other versions."""
+    import pandas as pd
+    if version not in PUBLISHED_SUMMARY_KEYS: return None
+    df = pd.read_csv(published_dir() / "headline_numbers.csv", dtype=str, keep_default_na=False)
+    rows = []
+    for q, key, *ep in PUBLISHED_SUMMARY_KEYS[version]:
+        hit = df[(df["key"] == key) & (df["version"] == version)]
+        if hit.empty: continue
+        h = hit.iloc[0]
+        val = f"{h['qualifier']}{h['value']}" if h["qualifier"] in ("~", "<", ">", "≈") else h["value"]
+        if ep and (e := published_headline(ep[0], version)): val += f" (E{e})"
+        rows.append({"quantity": q, PUBLISHED_LABEL: val, "seed line": ", ".join(dict.fromkeys(hit["source_line"]))})
+    return pd.DataFrame(rows)
+
 # %% ../nbs/50_report.ipynb #f4649959
+def _num(s):
+    import pandas as pd
+    return pd.to_numeric(s, errors="coerce")
+
 COLUMN_ALIASES = {
     "epoch": ["epoch", "Epoch"],
     "val_total": ["val_total", "val_loss", "val_total_loss", "val/total"],
@@ -127,15 +165,46 @@ COLUMN_ALIASES = {
     "contact_precision": ["val_contact_precision", "contact_precision_val", "contact_precision"],
 }
 
+# The seed's FAPE columns hold its (evidently unclamped) FAPE; ours is clamped at 10 Å. When a run logged the
+# unweighted unclamped diagnostic, it takes the canonical name and the clamped loss moves to `<name>_clamped`.
+UNCLAMPED_ALIASES = {"fape": ["val_fape_unclamped", "fape_unclamped"], "bb_fape": ["val_bb_fape_unclamped", "bb_fape_unclamped"]}
+
 def canonicalize(df):
-    "Rename a run's epoch log onto the canonical metric names (first alias present wins; other columns kept)."
+    """Rename a run's epoch log onto the canonical metric names (first alias present wins; other columns kept).
+    `fape`/`bb_fape` become the unclamped diagnostic when logged (the clamped loss is then `fape_clamped`/`bb_fape_clamped`)."""
     ren, used = {}, set()
     for canon, aliases in COLUMN_ALIASES.items():
         for a in aliases:
             if a in df.columns and a not in used and canon not in ren.values():
                 if a != canon and canon in df.columns: break  # the canonical name itself exists: keep it as is
                 ren[a] = canon; used.add(a); break
-    return df.rename(columns=ren)
+    df = df.rename(columns=ren)
+    for canon, aliases in UNCLAMPED_ALIASES.items():
+        src = next((a for a in aliases if a in df.columns and _num(df[a]).notna().any()), None)
+        if src is None or f"{canon}_clamped" in df.columns: continue
+        df = df.rename(columns={src: canon, canon: f"{canon}_clamped"} if canon in df.columns else {src: canon})
+    return df
+
+def fape_comparable(df, col: str = "fape") -> bool:
+    "Is column `col` (`fape`/`bb_fape`) of a canonical epoch log the unclamped FAPE, comparable with the seed's? True if absent."
+    return df is None or col not in df.columns or f"{col}_clamped" in df.columns
+
+CLAMP_MARK = "†"
+FAPE_NOTES = {
+    "clamped": (f"{CLAMP_MARK} our FAPE loss, clamped at 10 Å (= 1.0 model unit, so it cannot exceed 1.0): not comparable "
+                "with the seed's FAPE, which was evidently unclamped. The `epochs.csv` of a run marked so predates "
+                "the unclamped diagnostic `val_fape_unclamped`."),
+    "unclamped": ("FAPE of our runs = the unweighted, unclamped diagnostic `val_fape_unclamped` (comparable with the "
+                  "seed's); FAPE (10 Å clamp) = the clamped loss we train on (also inside Val Total)."),
+}
+
+def fape_notes(dfs) -> list[str]:
+    "The FAPE footnotes that apply to tables built from the canonical epoch logs `dfs`."
+    dfs = [d for d in dfs if d is not None]
+    notes = []
+    if any(not fape_comparable(d, c) for d in dfs for c in ("fape", "bb_fape")): notes.append(FAPE_NOTES["clamped"])
+    if any("fape_clamped" in d.columns for d in dfs): notes.append(FAPE_NOTES["unclamped"])
+    return notes
 
 # %% ../nbs/50_report.ipynb #89b227f7
 def find_figures(run_dir, patterns=("*.png",)) -> list[Path]:
@@ -205,24 +274,39 @@ def load_run(run_dir) -> dict:
     stage = "stage1" if (cfg.get("stage") in (1, "1", "stage1") or "encoder" in p.name
                          or (epochs is not None and "contact_bce" in epochs.columns)) else "stage2"
     version = "stage1" if stage == "stage1" else (version_of(pre) if pre else "")
-    return dict(name=p.name, path=p, config=cfg, preset=str(preset_name), version=version,
-                hardware=hardware_str(cfg), epochs=epochs, eval=ev)
+    run = dict(name=p.name, path=p, config=cfg, preset=str(preset_name), version=version,
+               hardware=hardware_str(cfg), epochs=epochs, eval=ev)
+    run["smoke"] = is_smoke(run)
+    return run
 
-def list_runs(runs_dir=None) -> list[dict]:
-    "Every run under `runs_dir` (default `<root>/runs`) that has an epochs.csv or config.json, sorted by name."
+# CI-sized runs: the notebook tests and the README's main job write runs/tiny*/ and runs/encoder_tiny*/ (git-ignored)
+SMOKE_PRESETS = ("tiny",)
+SMOKE_NAMES = ("tiny*", "encoder_tiny*")
+
+def is_smoke(run: dict) -> bool:
+    "Is `run` a CI smoke run: the `tiny` preset (or `tiny` encoder preset), or a folder named `tiny*` / `encoder_tiny*`?"
+    from fnmatch import fnmatch
+    pre = _preset_dict(run.get("config") or {})
+    return (run.get("preset") in SMOKE_PRESETS or pre.get("encoder") in SMOKE_PRESETS
+            or any(fnmatch(run["name"], pat) for pat in SMOKE_NAMES))
+
+def list_runs(runs_dir=None, include_smoke: bool = False) -> list[dict]:
+    """Every run under `runs_dir` (default `<root>/runs`) with an epochs.csv, config.json, eval.csv or figures, sorted
+    by name. CI smoke runs (`is_smoke`) are left out unless `include_smoke`."""
     root = resolve_runs_dir(runs_dir)
     if not root.is_dir(): return []
     keep = lambda d: any((d / f).exists() for f in ("epochs.csv", "config.json", "eval.csv")) or bool(find_figures(d))
-    return [load_run(d) for d in sorted(root.iterdir()) if d.is_dir() and keep(d)]
+    runs = [load_run(d) for d in sorted(root.iterdir()) if d.is_dir() and keep(d)]
+    return runs if include_smoke else [r for r in runs if not r["smoke"]]
 
 def run_label(run: dict) -> str:
     "The label of a run in tables and legends: `ours: <name> (<preset>, <hardware>)`."
     bits = [b for b in (f"{run['preset']} preset" if run.get("preset") else "", run.get("hardware")) if b]
     return f"ours: {run['name']}" + (f" ({', '.join(bits)})" if bits else "")
 
-def runs_for(version: str, runs=None, runs_dir=None, need_epochs: bool = True) -> list[dict]:
+def runs_for(version: str, runs=None, runs_dir=None, need_epochs: bool = True, include_smoke: bool = False) -> list[dict]:
     "The runs that reproduce `version` (v10 … v14, or 'stage1'); with `need_epochs`, only those with an epoch log."
-    runs = list_runs(runs_dir) if runs is None else runs
+    runs = list_runs(runs_dir, include_smoke) if runs is None else runs
     return [r for r in runs if r["version"] == version
             and (not need_epochs or (r["epochs"] is not None and len(r["epochs"])))]
 
@@ -250,28 +334,45 @@ def seed_table(df, columns, source: str | None = None):
     if source is not None: out.insert(0, "Source", source)
     return out
 
+def _mark_clamped(table, df):
+    "Append the not-comparable mark to the FAPE / BB FAPE cells of `table` (built from `df`) that hold a clamped FAPE."
+    for col in ("fape", "bb_fape"):
+        h = SEED_HEADERS[col]
+        if h in table.columns and not fape_comparable(df, col):
+            table[h] = [f"{v}{CLAMP_MARK}" if v else v for v in table[h]]
+    return table
+
 def version_tables(version: str, runs=None, runs_dir=None):
-    "Published and our training tables for `version`, stacked with a Source column (published rows first)."
+    """Published and our training tables for `version`, stacked with a Source column (published rows first).
+    The FAPE footnotes that apply are in `.attrs["notes"]` (`show` prints them under the table)."""
     import pandas as pd
     pub = load_published(version)
     runs = runs_for(version, runs, runs_dir)
     cols = SEED_COLUMNS[version] + ([c for c in EXTRA_COLUMNS.get(version, [])
                                      if any(c in r["epochs"].columns for r in runs)] if runs else [])
     parts = [seed_table(pub, cols, PUBLISHED_LABEL)] if len(pub) else []
-    parts += [seed_table(r["epochs"], cols, run_label(r)) for r in runs]
-    return pd.concat(parts, ignore_index=True) if parts else seed_table(pub, cols, PUBLISHED_LABEL)
+    parts += [_mark_clamped(seed_table(r["epochs"], cols, run_label(r)), r["epochs"]) for r in runs]
+    out = pd.concat(parts, ignore_index=True) if parts else seed_table(pub, cols, PUBLISHED_LABEL)
+    out.attrs["notes"] = fape_notes([r["epochs"] for r in runs]) if version != "stage1" else []
+    return out
 
 # %% ../nbs/50_report.ipynb #eb059768
-def show(df, index: bool = False):
-    "A pandas Styler of `df` for display in the pages (row index hidden unless `index`)."
+def _md_inline(text: str) -> str:
+    import html
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+
+def show(df, index: bool = False, notes=()):
+    """A pandas Styler of `df` for display in the pages (row index hidden unless `index`); `notes` and the table's
+    own `df.attrs["notes"]` are printed under it as footnotes."""
     st = df.style
+    notes = [*notes, *df.attrs.get("notes", [])]
+    if notes:
+        st = st.set_caption("<br>".join(_md_inline(n) for n in notes)).set_table_styles(
+            [{"selector": "caption", "props": "caption-side: bottom; text-align: left; font-size: 11px; color: #444;"}],
+            overwrite=False)
     return st if index else st.hide(axis="index")
 
 # %% ../nbs/50_report.ipynb #26cd334b
-def _num(s):
-    import pandas as pd
-    return pd.to_numeric(s, errors="coerce")
-
 def best_row(df, key: str = "val_total"):
     "The row of `df` with the lowest `key` (None if the column is missing or empty)."
     if df is None or key not in df.columns: return None
@@ -305,6 +406,9 @@ def summary_table(runs=None, runs_dir=None, stage: str = "stage2"):
     versions, metrics = (["stage1"], ["val_total", "val_class_acc", "contact_recall", "contact_bce"]) if stage == "stage1" \
         else (VERSIONS, SUMMARY_METRICS)
     cols = ["best epoch", *metrics] + ([] if stage == "stage1" else ["max DDIM TM"])
+    mine_all = [r for v in versions for r in runs_for(v, runs)]
+    # our clamped FAPE as an extra column when the FAPE column holds the unclamped (seed-comparable) diagnostic
+    extra = ["fape_clamped"] if stage != "stage1" and any("fape_clamped" in r["epochs"].columns for r in mine_all) else []
     P, O = "published (seed)", "reproduced (this repo)"
     for v in versions:
         pub = _v10_published() if v == "v10" else _best_summary(load_published(v), metrics)
@@ -314,14 +418,18 @@ def summary_table(runs=None, runs_dir=None, stage: str = "stage2"):
         if not mine:
             rows.append({**base, (O, "run"): "not run yet"}); continue
         for r in mine:
-            ours = _best_summary(r["epochs"], metrics)
+            ours = _best_summary(r["epochs"], metrics + extra)
+            if stage != "stage1" and not fape_comparable(r["epochs"]) and ours.get("fape"): ours["fape"] += CLAMP_MARK
             rows.append({**base, (O, "run"): r["name"], (O, "preset"): r["preset"], (O, "hardware"): r["hardware"],
-                         (O, "epochs"): str(len(r["epochs"])), **{(O, SEED_HEADERS.get(k, k)): ours.get(k, "") for k in cols}})
+                         (O, "epochs"): str(len(r["epochs"])),
+                         **{(O, SEED_HEADERS.get(k, k)): ours.get(k, "") for k in cols + extra}})
     order = [("", "version"), *[(P, SEED_HEADERS.get(k, k)) for k in cols],
-             *[(O, c) for c in ("run", "preset", "hardware", "epochs")], *[(O, SEED_HEADERS.get(k, k)) for k in cols]]
+             *[(O, c) for c in ("run", "preset", "hardware", "epochs")], *[(O, SEED_HEADERS.get(k, k)) for k in cols + extra]]
     df = pd.DataFrame(rows).reindex(columns=order).fillna("")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
-    return df.set_index(("", "version")).rename_axis("version")
+    df = df.set_index(("", "version")).rename_axis("version")
+    df.attrs["notes"] = fape_notes([r["epochs"] for r in mine_all]) if stage != "stage1" else []
+    return df
 
 # %% ../nbs/50_report.ipynb #21b23ebb
 def epoch_numbers(labels, offset: int = 0):
@@ -356,7 +464,9 @@ def plot_curves(series, metrics=("val_total", "fape", "frame_rot", "dist_mse"), 
         for label, x, df, pub in series:
             if m not in df.columns or not _num(df[m]).notna().any(): continue
             ax.plot(x, _num(df[m]), "-" if pub else "--", marker="." if pub else "o", ms=3 if pub else 4, label=label)
-        ax.set_title(SEED_HEADERS.get(m, m)); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
+        clamped = m in ("fape", "bb_fape") and any(not pub and not fape_comparable(df, m) for _, _, df, pub in series)
+        ax.set_title(SEED_HEADERS.get(m, m) + (f" ({CLAMP_MARK} ours: 10 Å clamp)" if clamped else ""))
+        ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:
         for h, l in zip(*ax.get_legend_handles_labels()):
@@ -436,6 +546,46 @@ def eval_summary(run: dict):
         out = g[metric].mean().round(3).to_frame().T; out.insert(0, "n chains", len(g))
     return out
 
+LENGTH_BINS = ([0, 50, 75, 100, float("inf")], ["<50", "50–74", "75–99", "≥100"])   # as in the evaluation notebook
+BY_LENGTH_COLUMNS = ["method", "length_bin", "n", "tm_mean", "tm_median", "rmsd_mean", "gdt_ts_mean"]
+
+def eval_by_length(run: dict, bins=LENGTH_BINS):
+    """Evaluation metrics per method and chain-length bin: the run's `eval_by_length.csv` (written by the evaluation
+    notebook) if present, else computed here from its eval.csv (`length` column). Returns (DataFrame, source) or (None, '')."""
+    import pandas as pd
+    f = Path(run["path"]) / "eval_by_length.csv" if run.get("path") else None
+    if f is not None and f.exists():
+        try: return pd.read_csv(f).round(3), f"`{_repo_rel(f)}` (written by the evaluation notebook)"
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as e: print(f"warning: could not read {f}: {e}")
+    ev = run.get("eval")
+    if ev is None or not len(ev) or "length" not in ev.columns: return None, ""
+    edges, labels = bins
+    g = ev.assign(length_bin=pd.cut(_num(ev["length"]), edges, labels=labels, right=False),
+                  method=ev["method"] if "method" in ev.columns else "all")
+    for c in ("tm", "rmsd", "gdt_ts"):
+        g[c] = _num(g[c]) if c in g.columns else float("nan")
+    agg = g.groupby(["method", "length_bin"], observed=True, sort=False).agg(
+        n=("tm", "size"), tm_mean=("tm", "mean"), tm_median=("tm", "median"), rmsd_mean=("rmsd", "mean"),
+        gdt_ts_mean=("gdt_ts", "mean")).reset_index()
+    order = {m: i for i, m in enumerate(dict.fromkeys(g["method"]))}
+    agg = agg.sort_values(["method", "length_bin"], key=lambda s: s.map(order) if s.name == "method" else s.cat.codes)
+    agg["length_bin"] = agg["length_bin"].astype(str)
+    return agg[BY_LENGTH_COLUMNS].reset_index(drop=True).round(3), "computed here from `eval.csv` (its `length` column)"
+
+def show_evaluations(runs):
+    "The evaluation section of a version page: per run, the mean metrics per method, then the same per length bin."
+    from IPython.display import Markdown, display
+    shown = 0
+    for r in runs:
+        es = eval_summary(r)
+        if es is None: continue
+        display(Markdown(f"**{run_label(r)}** — `{_repo_rel(Path(r['path']) / 'eval.csv')}`")); display(es); shown += 1
+        bl, src = eval_by_length(r)
+        if bl is not None:
+            display(Markdown(f"By chain length (residues), {src}:")); display(show(bl).format(precision=3))
+    if not shown: display(Markdown("*Evaluation: not run yet.*"))
+    return shown
+
 # %% ../nbs/50_report.ipynb #adbfb34b
 def architecture_figure():
     "A box-and-arrow diagram of the two-stage Mini-Fold architecture (matplotlib figure)."
@@ -486,9 +636,30 @@ def checkpoint_of(run: dict):
         if p.exists(): return p
     return None
 
+def _cosine_provenance(run: dict, csv: Path) -> str:
+    "Where a run's gradient_cosine.csv came from, read from the run folder (config.json, epochs.csv) and the code."
+    cfg = run.get("config") or {}
+    par = cfg.get("parameters") or {}
+    data = par.get("data_path") or (cfg.get("data") or {}).get("data_path")
+    data = f"`{_repo_rel(data)}`" if data else "the bundled sample"
+    try:                                     # the train notebook calls it with its default number of chains
+        import inspect
+        from minifold.trainer import gradient_cosine_from_checkpoint as f
+        n = inspect.signature(f).parameters["n_chains"].default
+    except Exception: n = None
+    row = best_row(run.get("epochs"))
+    ep = (f": the epoch-{_fmt(row.get('epoch'), 'epoch')} weights, lowest validation total"
+          if row is not None and "epoch" in row.index else "")
+    npar = cfg.get("n_params")
+    npar = npar.get("trainable", npar.get("total")) if isinstance(npar, dict) else npar
+    size = f"; a {npar / 1e6:.2f}M-trainable-parameter model" if isinstance(npar, (int, float)) and npar else ""
+    return (f"read from `{_repo_rel(csv)}`, which the train notebook computed at the end of "
+            f"training with `minifold.trainer.gradient_cosine_from_checkpoint` on this run's best checkpoint "
+            f"(`ckpt/best.pt`{ep}), on the first {n or 'few'} validation chains of {data}{size}")
+
 def gradient_cosine_table(runs, prefer=("small", "tiny"), n_chains: int = 4, compute=None):
     """Seed's gradient-cosine table beside ours: from the first run (in `prefer` order of presets) that recorded
-    `gradient_cosine.csv` (the train notebook writes it) or has a checkpoint to recompute it from with
+    `gradient_cosine.csv` (the train notebook writes it on the run's best checkpoint), else that has a checkpoint to recompute it from with
     `compute(path, n_chains=...)` (default: `minifold.trainer.gradient_cosine_from_checkpoint`). Returns (table, note)."""
     import pandas as pd
     pub = pd.read_csv(published_dir() / "gradient_cosine_similarity.csv", dtype=str, keep_default_na=False)
@@ -504,7 +675,7 @@ def gradient_cosine_table(runs, prefer=("small", "tiny"), n_chains: int = 4, com
     if csv.exists():          # written by the train notebook on the run's best checkpoint
         try: rows = pd.read_csv(csv).to_dict("records")
         except (pd.errors.EmptyDataError, pd.errors.ParserError) as e: print(f"warning: could not read {csv}: {e}")
-        src = f"`{csv.relative_to(run['path'].parent)}` (train notebook)"; what = "gradient_cosine.csv"
+        src = _cosine_provenance(run, csv); what = "gradient_cosine.csv"
     if rows is None:
         if checkpoint_of(run) is None: return table, f"ours: {csv} is unreadable and {run['name']} has no checkpoint."
         ck = checkpoint_of(run)
@@ -526,7 +697,7 @@ def gradient_cosine_table(runs, prefer=("small", "tiny"), n_chains: int = 4, com
     lab = f"ours ({run['name']}, {what})"
     for col, key in ((f"{lab}: shared", "cos_shared"), (f"{lab}: denoiser", "cos_denoiser"), (f"{lab}: pair stack", "cos_pair_stack")):
         table[col] = [_fmt(ours.get(p, {}).get(key), "cos") if p in ours and key in ours[p] else "" for p in table["Loss pair"]]
-    return table, f"{run_label(run)}; {src}; EMA weights, one fixed noise draw."
+    return table, f"{run_label(run)}: {src}; EMA weights, one fixed noise draw and timestep per chain."
 
 # %% ../nbs/50_report.ipynb #61ea5757
 def timeline_figure(runs=None, runs_dir=None, metrics=("fape", "frame_rot", "val_total")):
@@ -549,7 +720,9 @@ def timeline_figure(runs=None, runs_dir=None, metrics=("fape", "frame_rot", "val
                 row = best_row(r["epochs"])
                 if row is not None and m in row.index and not math.isnan(float(row[m])):
                     ax.plot(i, float(row[m]), "o", color="#cc0000", ms=5, label="ours (best epoch of each run)")
-        ax.set_xticks(x, VERSIONS); ax.set_title(f"best-epoch {SEED_HEADERS.get(m, m)}"); ax.grid(axis="y", alpha=0.3)
+        clamped = m in ("fape", "bb_fape") and any(not fape_comparable(r["epochs"], m) for v in VERSIONS for r in runs_for(v, runs))
+        ax.set_xticks(x, VERSIONS); ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"best-epoch {SEED_HEADERS.get(m, m)}" + (f"\n({CLAMP_MARK} ours: 10 Å clamp, not comparable)" if clamped else ""))
     h, l = axes[0][0].get_legend_handles_labels()
     uniq = dict(zip(l, h))
     fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=2, fontsize=8)
@@ -561,6 +734,13 @@ NAN_FIXES = [
     dict(key="gram_schmidt", title="fp16 epsilon underflow in Gram-Schmidt",
          module="minifold/geometry.py", symbols=["rigid_from_3_points", "frames_from_ca"], notebook="02_geometry.ipynb",
          tests="tests/test_geometry.py"),
+    # the seed's second fix, "IPA point attention overflow": the point-attention logits/softmax run in an fp32 island
+    # (explicitly named tests guard it: the autocast tests build the whole IPA denoiser, not the class by name) ...
+    dict(key="ipa", title="IPA point attention overflow (fp32 island)",
+         module="minifold/ipa.py", symbols=["InvariantPointAttention"], notebook="22_ipa.ipynb",
+         tests="tests/test_ipa.py", island="InvariantPointAttention",
+         test_names=["test_mixed_precision_degenerate_inputs_finite", "test_gpu_fp16_large_protein_finite"]),
+    # ... and, under the same heading in the seed, the triangle-update einsum accumulation
     dict(key="triangle", title="Triangle-update einsum overflow (fp32 island + clamp)",
          module="minifold/pair_stack.py", symbols=["TriangleMultiplicativeUpdate", "triangle_product"], notebook="21_pair_stack.ipynb",
          tests="tests/test_pair_stack.py"),
@@ -582,15 +762,33 @@ def guard_tests(test_src: str, symbol: str) -> list[str]:
         if re.search(rf"\b{re.escape(symbol)}\b", m.group(0)): out.append(m.group(2))
     return out
 
+def fp32_island_line(src: str, symbol: str) -> int | None:
+    "1-based line of the first fp32 island (`torch.autocast(..., enabled=False)`) inside the def/class `symbol` of `src`."
+    lines = src.splitlines()
+    start = next((i for i, l in enumerate(lines) if re.match(rf"(?:def|class)\s+{re.escape(symbol)}\b", l)), None)
+    if start is None: return None
+    for i in range(start + 1, len(lines)):
+        if re.match(r"(?:def|class)\s|@", lines[i]): return None      # the next top-level definition
+        if re.search(r"autocast\(.*enabled\s*=\s*False", lines[i]): return i + 1
+    return None
+
+def _has_test(test_src: str, name: str) -> bool:
+    return re.search(rf"^\s*def {re.escape(name)}\(", test_src, re.M) is not None
+
 def check_code_refs(fixes=None, root=None) -> list[dict]:
-    "For each fix: does each symbol exist in its module, does the notebook exist, which tests guard it."
+    """For each fix: does each symbol exist in its module, does the notebook exist, which tests guard it (tests
+    mentioning the symbol, plus the fix's `test_names` that exist; `missing_tests` lists those that don't), and,
+    for a fix with an `island`, the line of its fp32 island (`island_line`, None if not found)."""
     root = Path(root) if root else project_root()
     rows = []
     for fx in (fixes or NAN_FIXES):
         mod = root / fx["module"]; src = mod.read_text() if mod.exists() else ""
         tst = root / fx["tests"]; tsrc = tst.read_text() if tst.exists() else ""
+        named = fx.get("test_names", [])
         for s in fx["symbols"]:
+            guards = list(dict.fromkeys([*guard_tests(tsrc, s), *(t for t in named if _has_test(tsrc, t))]))
             rows.append(dict(fix=fx["key"], symbol=s, module=fx["module"], defined=_defined(src, s),
                              notebook=fx["notebook"], notebook_exists=(root / "nbs" / fx["notebook"]).exists(),
-                             tests=fx["tests"], guarded_by=guard_tests(tsrc, s)))
+                             tests=fx["tests"], guarded_by=guards, missing_tests=[t for t in named if not _has_test(tsrc, t)],
+                             island_line=fp32_island_line(src, fx["island"]) if fx.get("island") == s else None))
     return rows

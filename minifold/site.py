@@ -9,10 +9,10 @@ from pathlib import Path
 from .config import project_root
 
 # %% auto #0
-__all__ = ['REPORT_PAGES', 'MATHJAX_URL', 'CHROMIUM_FLAGS', 'nbs_dir', 'page_title', 'site_pages', 'report_notebooks',
-           'execute_reports', 'apply_directives', 'nav_html', 'render_page', 'render_source', 'copy_mathjax',
-           'build_site', 'find_chromium', 'chromium_run', 'serve', 'has_math', 'check_dom', 'check_site',
-           'quarto_sidebar', 'quarto_configs', 'write_quarto_configs', 'main']
+__all__ = ['REPORT_PAGES', 'MATHJAX_URL', 'EXECUTED_DIR', 'CHROMIUM_FLAGS', 'nbs_dir', 'page_title', 'site_pages',
+           'report_notebooks', 'execute_reports', 'apply_directives', 'nav_html', 'render_page', 'render_source',
+           'copy_mathjax', 'build_site', 'find_chromium', 'chromium_run', 'serve', 'has_math', 'check_dom',
+           'check_site', 'quarto_sidebar', 'quarto_configs', 'write_quarto_configs', 'main']
 
 # %% ../nbs/51_site.ipynb #250b0af5
 REPORT_PAGES = [
@@ -75,8 +75,11 @@ def report_notebooks(nbs=None) -> list[Path]:
     "The papermill report notebooks (index + report_*) that exist, in reading order."
     return [p["src"] for p in site_pages(nbs) if p["section"] == "Report" and p["src"].suffix == ".ipynb"]
 
-def execute_reports(nbs=None, runs_dir=None, out_dir=None, timeout: int = 600, log=print) -> list[Path]:
-    "Run every report notebook with papermill: in place, or into `out_dir` if given. Returns the executed paths."
+def execute_reports(nbs=None, runs_dir=None, out_dir=None, timeout: int = 600, log=print,
+                    include_smoke: bool = False) -> list[Path]:
+    """Run every report notebook with papermill: into `out_dir` if given, else in place (outputs written into
+    `nbs/`). Papermill runs each one with `cwd=nbs/`, so relative paths mean the same in a copy. `include_smoke`
+    passes `include_smoke=True` (report the CI smoke runs `runs/tiny*` too). Returns the executed paths."""
     import nbformat, papermill as pm
     done = []
     for src in report_notebooks(nbs):
@@ -86,6 +89,7 @@ def execute_reports(nbs=None, runs_dir=None, out_dir=None, timeout: int = 600, l
         dst.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, dst)
         params = {"runs_dir": str(Path(runs_dir).resolve())} if runs_dir else {}
+        if include_smoke: params["include_smoke"] = True
         log(f"executing {src.name}")
         pm.execute_notebook(str(dst), str(dst), parameters=params, cwd=str(src.parent), progress_bar=False,
                             execution_timeout=timeout, kernel_name="python3")
@@ -184,6 +188,10 @@ def _rewrite_links(body: str, page_names: set, root: Path, out: Path, needed: se
                 needed.add(rel.as_posix())
                 new = f"src/{rel.as_posix()}.html" if rel.suffix == ".py" else f"repo/{rel.as_posix()}"
                 return f'{attr}="{new}{frag}"'
+        elif path and not path.startswith("/") and (root / "nbs" / path).is_file():
+            rel = Path("nbs", path)        # relative to the notebooks' folder, e.g. a markdown image `figures/x.png`
+            needed.add(rel.as_posix())
+            return f'{attr}="repo/{rel.as_posix()}{frag}"'
         return m.group(0)
     return re.sub(r'(href|src)="([^"]*)"', fix, body)
 
@@ -272,24 +280,31 @@ def copy_mathjax(out: Path) -> Path:
     return dst
 
 # %% ../nbs/51_site.ipynb #99e1a718
-def build_site(out=None, runs_dir=None, execute: bool = True, in_place: bool = True, nbs=None, log=print) -> Path:
-    """Rebuild the static site: execute the report notebooks (papermill; in place, or on copies when
-    `in_place=False`), convert every page to HTML, publish linked sources/files and MathJax. Returns `out`."""
+EXECUTED_DIR = "build/report_notebooks"   # default home of the executed copies (git-ignored, like site/)
+
+def build_site(out=None, runs_dir=None, execute: bool = True, in_place: bool = False, nbs=None, log=print,
+               executed_dir=None, include_smoke: bool = False) -> Path:
+    """Rebuild the static site: execute the report notebooks with papermill into copies under `executed_dir`
+    (default `<root>/build/report_notebooks`; the committed notebooks in `nbs/` stay without outputs) or, with
+    `in_place=True`, into the notebooks themselves; convert every page to HTML, publish linked sources/files and
+    MathJax. `include_smoke` also reports the CI smoke runs. Returns `out`."""
     root = project_root()
     nbs = Path(nbs) if nbs else nbs_dir()
     out = Path(out) if out else root / "site"
     pages = site_pages(nbs)
-    with tempfile.TemporaryDirectory() as tmp:
-        executed = {}
-        if execute:
-            for p in execute_reports(nbs, runs_dir, None if in_place else tmp, log=log): executed[p.name] = p
-        if out.exists(): shutil.rmtree(out)
-        out.mkdir(parents=True)
-        needed, ex = set(), _exporter()
-        for p in pages:
-            src = executed.get(p["src"].name, p["src"])
-            log(f"rendering {p['html']}")
-            (out / p["html"]).write_text(render_page(src, pages, p["html"], root, out, needed, ex))
+    executed = {}
+    if execute:
+        dst = None if in_place else Path(executed_dir) if executed_dir else root / EXECUTED_DIR
+        if dst is not None: log(f"executing copies of the report notebooks into {dst}")
+        for p in execute_reports(nbs, runs_dir, dst, log=log, include_smoke=include_smoke): executed[p.name] = p
+    if out.exists(): shutil.rmtree(out)
+    out.mkdir(parents=True)
+    needed, ex = set(), _exporter()
+    for p in pages:
+        src = executed.get(p["src"].name, p["src"])
+        log(f"rendering {p['html']}")
+        # links are rewritten against the repository root, not the notebook's folder, so a copy renders like the original
+        (out / p["html"]).write_text(render_page(src, pages, p["html"], root, out, needed, ex))
     srcs = sorted({*needed, *(f"minifold/{f.name}" for f in (root / "minifold").glob("*.py") if not f.name.startswith("_"))})
     for rel in srcs:
         if rel.endswith(".py"): render_source(rel, root, out, pages)
@@ -439,8 +454,8 @@ def quarto_sidebar(pages: list[dict], prefix: str = "") -> list:
 
 _TOP_QUARTO_HEAD = """# Quarto site rendered from the repository root: `quarto render` -> _docs/ (pages stay under nbs/).
 # Generated by `python -m minifold.site quarto` from the page list of minifold.site; nbdev's own configuration is
-# nbs/_quarto.yml (used by `nbdev_docs`). Notebooks are rendered from their stored outputs (run
-# `python -m minifold.site build` first to re-execute the report notebooks against runs/).
+# nbs/_quarto.yml (used by `nbdev_docs`). Notebooks are rendered from their stored outputs, and the committed report
+# notebooks have none: run `python -m minifold.site build --in-place` first to execute them against runs/.
 """
 
 def quarto_configs(nbs=None) -> dict:
@@ -478,7 +493,13 @@ def main(argv=None) -> int:
             s.add_argument("--runs-dir", default=None, help="runs folder the report notebooks read (default <root>/runs)")
             s.add_argument("--out", default=None, help="output folder (default <root>/site)")
             s.add_argument("--no-execute", action="store_true", help="render the notebooks as they are, without papermill")
-            s.add_argument("--copies", action="store_true", help="execute copies instead of the notebooks in nbs/ (in place)")
+            s.add_argument("--in-place", action="store_true",
+                           help="write the outputs into nbs/index.ipynb + nbs/report_*.ipynb (default: execute copies; "
+                                "the committed notebooks stay without outputs)")
+            s.add_argument("--executed-dir", default=None, help=f"where the executed copies go (default <root>/{EXECUTED_DIR})")
+            s.add_argument("--include-smoke", action="store_true",
+                           help="also report the CI smoke runs (runs/tiny*, runs/encoder_tiny*, the tiny presets)")
+            s.add_argument("--copies", action="store_true", help=argparse.SUPPRESS)   # the old flag; copies are the default
         if name in ("check", "all"):
             s.add_argument("--site", default=None, help="site folder to check (default <root>/site)")
             s.add_argument("--artifacts", default=None, help="where to put DOM dumps + screenshots (default <root>/artifacts/site)")
@@ -487,7 +508,8 @@ def main(argv=None) -> int:
         for p in write_quarto_configs(): print(f"wrote {p}")
         return 0
     if a.cmd in ("build", "all"):
-        out = build_site(a.out, a.runs_dir, execute=not a.no_execute, in_place=not a.copies)
+        out = build_site(a.out, a.runs_dir, execute=not a.no_execute, in_place=a.in_place, executed_dir=a.executed_dir,
+                         include_smoke=a.include_smoke)
     if a.cmd in ("check", "all"):
         site = a.site or (str(out) if a.cmd == "all" else None)
         probs = check_site(site, a.artifacts or project_root() / "artifacts" / "site")
