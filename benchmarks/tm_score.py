@@ -9,6 +9,7 @@ and the largest / mean |ΔTM| over all pairs.
 
     python benchmarks/tm_score.py                         # CPU (1 torch thread), sample + 60 shared chains
     python benchmarks/tm_score.py --device cuda --replicate 8
+    python benchmarks/tm_score.py --out benchmarks/results/tm_score_cpu.json   # also keep the numbers as JSON
 """
 import argparse
 import gzip
@@ -63,6 +64,7 @@ def main():
     ap.add_argument("--replicate", type=int, default=1, help="replicate the pair set this many times (bigger batches)")
     ap.add_argument("--max-len", type=int, default=None)
     ap.add_argument("--seed-stride", type=int, default=1, help="1 = exact TMscore seeds; k = every k-th fragment start")
+    ap.add_argument("--out", default=None, help="write the results (and the machine) to this JSON file")
     args = ap.parse_args()
     from tmtools import tm_align
 
@@ -113,6 +115,22 @@ def main():
         if not cuda:
             print(f"    CPU-time ratio vs tmtools (median process_time): {np.median(c_ref) / np.median(c_ours[m]):.2f}x")
     print(f"TM range (tmtools) {ref.min():.3f}..{ref.max():.3f}")
+    if args.out:
+        import platform, sys
+        res = dict(meta=dict(command="python " + " ".join(sys.argv), date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                             torch=torch.__version__, device=args.device, threads=args.threads,
+                             cpu=platform.processor() or platform.machine()),
+                   pairs=n, L_min=min(Ls), L_max=max(Ls), L_mean=float(np.mean(Ls)),
+                   tmtools=dict(pairs_per_s=n / tr, wall_s=t_ref, cpu_s=c_ref))
+        for m in modes:
+            to = float(np.median(t_ours[m])); d = np.abs(ours[m].cpu().numpy().astype(np.float64) - ref)
+            res[f"ours_{m}"] = dict(pairs_per_s=n / to, wall_s=t_ours[m], cpu_s=c_ours[m], ratio_vs_tmtools=tr / to,
+                                    cpu_time_ratio=float(np.median(c_ref) / np.median(c_ours[m])),
+                                    max_abs_dtm=float(d.max()), mean_abs_dtm=float(d.mean()),
+                                    pairs_over_0_005=int((d > 0.005).sum()))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.out}")
 
 if __name__ == "__main__":
     main()
