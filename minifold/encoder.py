@@ -445,13 +445,17 @@ def _resolve_path(p) -> Path:
 
 def _portable_path(p) -> str:
     "`p` relative to the project root if it lies in the root or next to it (`../shared/...`), else absolute (POSIX)."
+    import os
     from minifold.config import project_root
-    p, root = Path(p).resolve(), project_root().resolve()
-    for base, prefix in ((root, ""), (root.parent, "../")):
-        if base == Path(base.anchor): continue               # never relative to the filesystem root
-        try: return prefix + p.relative_to(base).as_posix()
-        except ValueError: pass
-    return p.as_posix()
+    # first as written (absolute, `..` folded, symlinks kept: a `../shared` that is a link stays `../shared`),
+    # then with symlinks resolved
+    for p_, root in ((Path(os.path.abspath(p)), Path(os.path.abspath(project_root()))),
+                     (Path(p).resolve(), project_root().resolve())):
+        for base, prefix in ((root, ""), (root.parent, "../")):
+            if base == Path(base.anchor): continue           # never relative to the filesystem root
+            try: return prefix + p_.relative_to(base).as_posix()
+            except ValueError: pass
+    return Path(p).resolve().as_posix()
 
 def _portable_run_id(rid):
     "A stored run identity with absolute data paths (checkpoints written before paths were portable) made portable."
