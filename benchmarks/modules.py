@@ -116,6 +116,19 @@ def _triangle_pair(direction, d_pair, hidden, device, seed=0):
     return ours.to(device), peer.to(device)
 
 
+def _min_cpu_time(run, device, reps) -> float:
+    "Process CPU-seconds of `run()`, minimum over `reps` calls after one warm-up."
+    run()
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        c0 = time.process_time()
+        run()
+        _sync(device)
+        best = min(best, time.process_time() - c0)
+    return best
+
+
 def _matmul_floor(B, L, C, D, device, reps) -> float:
     "CPU-seconds of just the matrix products that *any* implementation of the update must run (fwd + bwd, fp32)."
     N = B * L * L
@@ -129,15 +142,7 @@ def _matmul_floor(B, L, C, D, device, reps) -> float:
         x @ W5.t(); y @ Wo.t(); torch.bmm(a, a.transpose(1, 2))           # forward: projections, output, triangle
         gp @ W5; gp.t() @ x; go @ Wo; go.t() @ y                            # backward: input and weight grads
         torch.bmm(a, a); torch.bmm(a.transpose(1, 2), a)                    # backward of the triangle product
-    run()
-    best = float("inf")
-    for _ in range(reps):
-        _sync(device)
-        c0 = time.process_time()
-        run()
-        _sync(device)
-        best = min(best, time.process_time() - c0)
-    return best
+    return _min_cpu_time(run, device, reps)
 
 
 def bench_triangle(args) -> dict:
@@ -207,15 +212,7 @@ def _ipa_matmul_floor(B, L, D, Cp, H, C, Pq, Pv, device, reps) -> float:
         torch.bmm(a, v); torch.bmm(go, v.transpose(1, 2)); torch.bmm(a.transpose(1, 2), go)  # a·v
         torch.bmm(aT, zz); torch.bmm(goz, zz.transpose(1, 2)); torch.bmm(aT.transpose(1, 2), goz)  # aᵀ·z
         f @ Wo.t(); gf @ Wo; gf.t() @ f                                       # output projection
-    run()
-    best = float("inf")
-    for _ in range(reps):
-        _sync(device)
-        c0 = time.process_time()
-        run()
-        _sync(device)
-        best = min(best, time.process_time() - c0)
-    return best
+    return _min_cpu_time(run, device, reps)
 
 
 def _ipa_pair(d_single, d_pair, heads, c, p_qk, p_v, device, seed=0):
