@@ -51,6 +51,15 @@ def test_evaluate_notebook_defaults(tmp_path):
     view_cells = [c for c in nb.cells if c.cell_type == "code" and "show_structure(view_pred" in c.source]
     assert len(view_cells) == 1 and "3dmol" in str(view_cells[0].outputs).lower()
     print(f"evaluate.ipynb defaults: {wall:.1f} s")
+    # an evaluation is not replaced by one with other settings (same settings: rewritten, overwrite=True: replaced)
+    before = (run_dir / "eval.csv").read_bytes()
+    ck = ev.checkpoint[0]
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        run_nb(tmp_path, run_dir=run_dir, checkpoint=ck, steps=4, max_chains=2, diversity_k=2)
+    assert "holds an evaluation made with other settings" in str(e.value) and "steps: 10 there, 4 here" in str(e.value)
+    assert (run_dir / "eval.csv").read_bytes() == before
+    run_nb(tmp_path, run_dir=run_dir, checkpoint=ck, steps=4, max_chains=2, diversity_k=2, overwrite=True)
+    assert set(pd.read_csv(run_dir / "eval.csv").steps) == {4}
 
 
 def test_evaluate_refuses_to_overwrite_a_run(tmp_path):
