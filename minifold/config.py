@@ -12,8 +12,8 @@ from typing import Optional
 # %% auto #0
 __all__ = ['COORD_SCALE', 'CA_CA_BOND', 'N_CA_BOND', 'CA_C_BOND', 'C_N_BOND', 'C_O_BOND', 'N_CA_C_ANGLE', 'CA_C_N_ANGLE',
            'C_N_CA_ANGLE', 'CA_C_O_ANGLE', 'CONTACT_CUTOFF', 'MAX_LEN', 'PRESETS', 'VERSIONS', 'ENCODER_PRESETS',
-           'project_root', 'default_run_dir', 'to_model_units', 'to_angstrom', 'Preset', 'get_preset', 'preset_table',
-           'EncoderPreset', 'get_encoder_preset']
+           'project_root', 'default_run_dir', 'portable_path', 'to_model_units', 'to_angstrom', 'Preset', 'get_preset',
+           'preset_table', 'EncoderPreset', 'get_encoder_preset']
 
 # %% ../nbs/00_config.ipynb #3e6a951c
 def project_root() -> Path:
@@ -27,6 +27,19 @@ def project_root() -> Path:
 def default_run_dir(name: str) -> Path:
     "Default output folder of a run: `<project root>/runs/<name>`."
     return project_root() / "runs" / name
+
+def portable_path(p) -> str:
+    """`p` as a path that means the same on another machine: relative to the project root if it lies in the root or
+    next to it (`../shared/...`), else absolute (POSIX). Tried as written first (a symlinked `../shared` stays
+    `../shared`), then with symlinks resolved."""
+    import os
+    for p_, root in ((Path(os.path.abspath(p)), Path(os.path.abspath(project_root()))),
+                     (Path(p).resolve(), project_root().resolve())):
+        for base, prefix in ((root, ""), (root.parent, "../")):
+            if base == Path(base.anchor): continue           # never relative to the filesystem root
+            try: return prefix + p_.relative_to(base).as_posix()
+            except ValueError: pass
+    return Path(p).resolve().as_posix()
 
 # %% ../nbs/00_config.ipynb #4c5f084f
 COORD_SCALE = 10.0  # Å per model unit: coordinates are stored as x_Å / COORD_SCALE (fixed scale, introduced in v11)

@@ -226,7 +226,7 @@ def _parse_atom(v, L: int) -> tuple[np.ndarray, int]:
     if a is None or a.shape == (L,):                 # rows that are None (→ [NaN]*3) instead of [x, y, z]
         a = np.array([r if r is not None else [np.nan] * 3 for r in v], dtype=np.float64)
     if a.shape != (L, 3): raise ValueError(f"atom array shape {a.shape}, expected ({L}, 3)")
-    bad = (np.isinf(a) | (np.abs(np.nan_to_num(a)) > _F32_MAX)).any(-1)   # ±Infinity or beyond float32: [L]
+    bad = (np.abs(a) > _F32_MAX).any(-1)             # ±Infinity or beyond float32 (NaN compares False): [L]
     a[bad] = np.nan                                  # such an atom is missing, exactly like a NaN / null one
     return a.astype(np.float32), int(bad.sum())
 

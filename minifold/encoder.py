@@ -443,19 +443,7 @@ def _resolve_path(p) -> Path:
     if p.is_absolute() or p.exists(): return p.resolve()
     return (project_root() / p).resolve()
 
-def _portable_path(p) -> str:
-    "`p` relative to the project root if it lies in the root or next to it (`../shared/...`), else absolute (POSIX)."
-    import os
-    from minifold.config import project_root
-    # first as written (absolute, `..` folded, symlinks kept: a `../shared` that is a link stays `../shared`),
-    # then with symlinks resolved
-    for p_, root in ((Path(os.path.abspath(p)), Path(os.path.abspath(project_root()))),
-                     (Path(p).resolve(), project_root().resolve())):
-        for base, prefix in ((root, ""), (root.parent, "../")):
-            if base == Path(base.anchor): continue           # never relative to the filesystem root
-            try: return prefix + p_.relative_to(base).as_posix()
-            except ValueError: pass
-    return Path(p).resolve().as_posix()
+from .config import portable_path as _portable_path   # run identities store paths without the checkout
 
 def _portable_run_id(rid):
     "A stored run identity with absolute data paths (checkpoints written before paths were portable) made portable."

@@ -16,10 +16,10 @@ from .geometry import (fp32_island, safe_norm, safe_cdist, invert_apply, frames_
                                bond_angles, signed_volumes, radius_of_gyration, dihedral)
 
 # %% auto #0
-__all__ = ['LOSS_KEYS', 'DIAGNOSTIC_KEYS', 'chain_mean', 'fape_loss', 'frame_rotation_loss', 'distance_mse_loss', 'bond_loss',
-           'bond_weight', 'chirality_loss', 'angle_loss', 'rg_loss', 'dist_bins', 'aux_distance_loss', 'clash_loss',
-           'backbone_fape_loss', 'backbone_bond_loss', 'backbone_angle_loss', 'omega_loss', 'bb_ramp', 'loss_weights',
-           'compute_losses', 'random_baselines']
+__all__ = ['LOSS_KEYS', 'DIAGNOSTIC_KEYS', 'chain_mean', 'fape_errors', 'fape_loss', 'frame_rotation_loss', 'distance_mse_loss',
+           'bond_loss', 'bond_weight', 'chirality_loss', 'angle_loss', 'rg_loss', 'dist_bins', 'aux_distance_loss',
+           'clash_loss', 'backbone_fape_loss', 'backbone_bond_loss', 'backbone_angle_loss', 'omega_loss', 'bb_ramp',
+           'loss_weights', 'compute_losses', 'random_baselines']
 
 # %% ../nbs/30_losses.ipynb #7221d874
 def chain_mean(x: torch.Tensor,  # [B, ...] per-term values
@@ -45,6 +45,14 @@ def _consecutive(mask: torch.Tensor, residue_index: Optional[torch.Tensor], k: i
 
 # %% ../nbs/30_losses.ipynb #44937390
 @fp32_island
+def fape_errors(R_pred, t_pred, x_pred, R_true, t_true, x_true, mask, atom_mask=None, eps: float = 1e-8):
+    "Unclamped frame-aligned point errors `[B, F, A]` (model units) and the `[B, F, A]` mask of the (frame, atom) pairs that count."
+    if atom_mask is None: atom_mask = mask
+    lp = invert_apply(R_pred[:, :, None], t_pred[:, :, None], x_pred[:, None])   # [B, F, A, 3]
+    lt = invert_apply(R_true[:, :, None], t_true[:, :, None], x_true[:, None])
+    return safe_norm(lp - lt, eps=eps), mask.bool()[:, :, None] & atom_mask.bool()[:, None, :]
+
+@fp32_island
 def fape_loss(R_pred: torch.Tensor,   # [B, F, 3, 3] predicted frames
               t_pred: torch.Tensor,   # [B, F, 3]
               x_pred: torch.Tensor,   # [B, A, 3] predicted atoms (model units)
@@ -57,12 +65,9 @@ def fape_loss(R_pred: torch.Tensor,   # [B, F, 3, 3] predicted frames
               eps: float = 1e-8,             # under the sqrt, model units²
              ) -> torch.Tensor:
     "Frame-aligned point error (model units), clamped at `clamp`."
-    if atom_mask is None: atom_mask = mask
-    lp = invert_apply(R_pred[:, :, None], t_pred[:, :, None], x_pred[:, None])   # [B, F, A, 3]
-    lt = invert_apply(R_true[:, :, None], t_true[:, :, None], x_true[:, None])
-    err = safe_norm(lp - lt, eps=eps)                                              # [B, F, A]
+    err, pairs = fape_errors(R_pred, t_pred, x_pred, R_true, t_true, x_true, mask, atom_mask, eps)   # [B, F, A]
     if clamp is not None: err = err.clamp(max=clamp)
-    return chain_mean(err, mask.bool()[:, :, None] & atom_mask.bool()[:, None, :])
+    return chain_mean(err, pairs)
 
 # %% ../nbs/30_losses.ipynb #15ac7c0a
 @fp32_island
@@ -275,11 +280,14 @@ def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or Non
         else:
             raise ValueError(f"compute_losses: unknown preset.fape_frames {preset.fape_frames!r} (learned | gram_schmidt)")
     clamp = to_model_units(preset.fape_clamp) if preset.fape_clamp else None
+
+    @fp32_island
+    def fape_pair(*args):   # one error tensor, two numbers: the clamped loss and the unclamped diagnostic (no gradient)
+        err, pairs = fape_errors(*args)
+        return chain_mean(err if clamp is None else err.clamp(max=clamp), pairs), chain_mean(err.detach(), pairs)
+
     logs = {}
-    logs["fape"] = fape_loss(R_pred, t_pred, x_pred, R_true, t_true, x_true, fvalid, atom_mask=ca_mask, clamp=clamp)
-    with torch.no_grad():   # diagnostic (DIAGNOSTIC_KEYS): no graph, no gradient, not in the total
-        logs["fape_unclamped"] = fape_loss(R_pred, t_pred, x_pred, R_true, t_true, x_true, fvalid, atom_mask=ca_mask,
-                                           clamp=None)
+    logs["fape"], logs["fape_unclamped"] = fape_pair(R_pred, t_pred, x_pred, R_true, t_true, x_true, fvalid, ca_mask)
     if R_learned is not None:
         logs["rot"] = frame_rotation_loss(R_learned, R_true, fvalid)
     logs["dist"] = distance_mse_loss(x_pred, x_true, ca_mask)
@@ -295,10 +303,9 @@ def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or Non
     if atoms is not None:
         bb0 = batch["bb0"]
         bb_mask = batch.get("bb_mask", mask[..., None].expand(*mask.shape, 4)).bool() & mask[..., None]
-        logs["bb_fape"] = backbone_fape_loss(R_pred, t_pred, atoms, R_true, t_true, bb0, fvalid, bb_mask, clamp=clamp)
-        with torch.no_grad():
-            logs["bb_fape_unclamped"] = backbone_fape_loss(R_pred, t_pred, atoms, R_true, t_true, bb0, fvalid, bb_mask,
-                                                           clamp=None)
+        B, L = atoms.shape[:2]                            # every backbone atom in every frame (as backbone_fape_loss)
+        logs["bb_fape"], logs["bb_fape_unclamped"] = fape_pair(R_pred, t_pred, atoms.reshape(B, 4 * L, 3), R_true, t_true,
+                                                               bb0.reshape(B, 4 * L, 3), fvalid, bb_mask.reshape(B, 4 * L))
         logs["bb_bond"] = backbone_bond_loss(atoms, mask, ri)
         logs["bb_angle"] = backbone_angle_loss(atoms, mask, ri)
         logs["omega"] = omega_loss(atoms, mask, ri)

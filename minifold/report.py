@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, math, re
 from pathlib import Path
-from .config import project_root, PRESETS, VERSIONS, get_preset
+from .config import project_root, portable_path, PRESETS, VERSIONS, get_preset
 
 # %% auto #0
 __all__ = ['SEED_HEADERS', 'SEED_COLUMNS', 'EXTRA_COLUMNS', 'PUBLISHED_LABEL', 'PUBLISHED_SUMMARY_KEYS', 'COLUMN_ALIASES',
@@ -16,9 +16,9 @@ __all__ = ['SEED_HEADERS', 'SEED_COLUMNS', 'EXTRA_COLUMNS', 'PUBLISHED_LABEL', '
            'canonicalize', 'fape_comparable', 'fape_notes', 'find_figures', 'version_of', 'hardware_str', 'load_run',
            'is_smoke', 'list_runs', 'run_label', 'runs_for', 'seed_table', 'version_tables', 'show', 'best_row',
            'summary_table', 'epoch_numbers', 'curve_series', 'plot_curves', 'show_figures', 'demote_headings',
-           'show_run_notes', 'config_table', 'config_changes', 'eval_summary', 'eval_by_length', 'show_evaluations',
-           'architecture_figure', 'published_baselines', 'checkpoint_of', 'gradient_cosine_table', 'timeline_figure',
-           'guard_tests', 'fp32_island_line', 'check_code_refs']
+           'show_run_notes', 'config_table', 'config_changes', 'eval_summary', 'length_bins', 'length_bin_table',
+           'eval_by_length', 'show_evaluations', 'architecture_figure', 'published_baselines', 'checkpoint_of',
+           'gradient_cosine_table', 'timeline_figure', 'guard_tests', 'fp32_island_line', 'check_code_refs']
 
 # %% ../nbs/50_report.ipynb #4e9be2eb
 def published_dir() -> Path:
@@ -30,9 +30,8 @@ def resolve_runs_dir(runs_dir=None) -> Path:
     return Path(runs_dir).expanduser().resolve() if runs_dir else project_root() / "runs"
 
 def _repo_rel(p) -> str:
-    "`p` relative to the project root when it lies inside it (absolute paths are machine-specific), else as given."
-    try: return Path(p).resolve().relative_to(project_root()).as_posix() if Path(p).is_absolute() else str(p)
-    except ValueError: return str(p)
+    "An absolute `p` as `config.portable_path` writes it (absolute paths are machine-specific); a relative one as given."
+    return portable_path(p) if Path(p).is_absolute() else str(p)
 
 # %% ../nbs/50_report.ipynb #912eb69e
 SEED_HEADERS = {
@@ -546,8 +545,30 @@ def eval_summary(run: dict):
         out = g[metric].mean().round(3).to_frame().T; out.insert(0, "n chains", len(g))
     return out
 
-LENGTH_BINS = ([0, 50, 75, 100, float("inf")], ["<50", "50–74", "75–99", "≥100"])   # as in the evaluation notebook
+LENGTH_BINS = ([0, 50, 75, 100, float("inf")], ["<50", "50–74", "75–99", "≥100"])   # chain length (residues) bins
 BY_LENGTH_COLUMNS = ["method", "length_bin", "n", "tm_mean", "tm_median", "rmsd_mean", "gdt_ts_mean"]
+
+def length_bins(lengths, bins=LENGTH_BINS):
+    "The `LENGTH_BINS` label of each chain length (a pandas categorical, bins in order)."
+    import pandas as pd
+    edges, labels = bins
+    return pd.cut(_num(lengths), edges, labels=labels, right=False)
+
+def length_bin_table(ev, bins=LENGTH_BINS,
+                     keep_empty: bool = False,   # keep bins without chains (n = 0, NaN means)
+                     order=None):                # method order (default: first appearance in `ev`)
+    "Per method × length bin of an eval.csv table: n, TM mean/median, RMSD mean, GDT-TS mean (unrounded)."
+    g = ev.assign(length_bin=length_bins(ev["length"], bins), method=ev["method"] if "method" in ev.columns else "all")
+    for c in ("tm", "rmsd", "gdt_ts"):
+        g[c] = _num(g[c]) if c in g.columns else float("nan")
+    agg = g.groupby(["method", "length_bin"], observed=not keep_empty, sort=False).agg(
+        n=("tm", "size"), tm_mean=("tm", "mean"), tm_median=("tm", "median"), rmsd_mean=("rmsd", "mean"),
+        gdt_ts_mean=("gdt_ts", "mean")).reset_index()
+    rank = {m: i for i, m in enumerate(order or dict.fromkeys(g["method"]))}
+    agg = agg.sort_values(["method", "length_bin"], key=lambda s: s.map(rank) if s.name == "method" else s.cat.codes,
+                          kind="stable")
+    agg["length_bin"] = agg["length_bin"].astype(str)
+    return agg[BY_LENGTH_COLUMNS].reset_index(drop=True)
 
 def eval_by_length(run: dict, bins=LENGTH_BINS):
     """Evaluation metrics per method and chain-length bin: the run's `eval_by_length.csv` (written by the evaluation
@@ -559,18 +580,7 @@ def eval_by_length(run: dict, bins=LENGTH_BINS):
         except (pd.errors.EmptyDataError, pd.errors.ParserError) as e: print(f"warning: could not read {f}: {e}")
     ev = run.get("eval")
     if ev is None or not len(ev) or "length" not in ev.columns: return None, ""
-    edges, labels = bins
-    g = ev.assign(length_bin=pd.cut(_num(ev["length"]), edges, labels=labels, right=False),
-                  method=ev["method"] if "method" in ev.columns else "all")
-    for c in ("tm", "rmsd", "gdt_ts"):
-        g[c] = _num(g[c]) if c in g.columns else float("nan")
-    agg = g.groupby(["method", "length_bin"], observed=True, sort=False).agg(
-        n=("tm", "size"), tm_mean=("tm", "mean"), tm_median=("tm", "median"), rmsd_mean=("rmsd", "mean"),
-        gdt_ts_mean=("gdt_ts", "mean")).reset_index()
-    order = {m: i for i, m in enumerate(dict.fromkeys(g["method"]))}
-    agg = agg.sort_values(["method", "length_bin"], key=lambda s: s.map(order) if s.name == "method" else s.cat.codes)
-    agg["length_bin"] = agg["length_bin"].astype(str)
-    return agg[BY_LENGTH_COLUMNS].reset_index(drop=True).round(3), "computed here from `eval.csv` (its `length` column)"
+    return length_bin_table(ev, bins).round(3), "computed here from `eval.csv` (its `length` column)"
 
 def show_evaluations(runs):
     "The evaluation section of a version page: per run, the mean metrics per method, then the same per length bin."

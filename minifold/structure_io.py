@@ -436,7 +436,7 @@ def _run_sampling(a) -> int:
     model, preset, info = load_model(a.checkpoint, device)
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
-    if a.guidance != 1.0 and not float(getattr(preset, "p_uncond", 0.0) or 0.0) > 0:   # v10–v12b: no CFG dropout
+    if a.guidance != 1.0 and not preset.p_uncond > 0:                                  # v10–v12b: no CFG dropout
         print(f"minifold-sample: warning: --guidance {a.guidance:g} is meaningless for preset {preset.name}: it was trained "
               "with p_uncond = 0 (no classifier-free guidance dropout), so the unconditional branch never saw MASKed "
               "tokens; use --guidance 1", file=sys.stderr)
