@@ -28,11 +28,16 @@ logger = logging.getLogger("minifold.data")
 __all__ = ['logger', 'REPO_ROOT', 'DATA_DIR', 'SAMPLE_DIR', 'SHARED_DIR', 'CATH42_DIR', 'ARCH_VOCAB_FILE', 'PAD', 'MASK', 'CLS',
            'EOS', 'AMINO_ACIDS', 'AA_TO_TOKEN', 'X', 'VOCAB_SIZE', 'TOKEN_TO_CHAR', 'ARCH_VOCAB', 'ARCH_TO_INDEX',
            'N_CLASSES', 'N_ARCH', 'ATOMS', 'MIN_LENGTH', 'CATH42_URL', 'CATH42_FILES', 'STRUCTURE_SUFFIXES',
-           'CLASS_NAMES', 'default_data_paths', 'tokenize', 'detokenize', 'build_arch_vocab', 'cath_labels', 'Chain',
-           'validate_chain', 'LoadReport', 'ChainSet', 'chain_from_record', 'read_splits', 'load_chain_set',
-           'load_chain_splits', 'fetch_cath42', 'fetch_cath42_main', 'chains_from_atoms', 'load_structure_folder',
-           'chain_to_atoms', 'crop_window', 'featurize', 'ProteinDataset', 'collate', 'LengthBucketSampler',
-           'ProteinLoader', 'make_loader', 'chain_stats', 'plot_dataset_stats']
+           'CLASS_NAMES', 'PROMOD3_DEB_MEMBER', 'PROMOD3_DIR', 'PROMOD3_SOURCE', 'PROFILE_ORDER', 'BACKBONE_BONDS',
+           'CA_CA_TRANS', 'CA_CA_CIS', 'PEPTIDE_BREAK', 'PROMOD3_MIN_LENGTH', 'HOMOLOGY_MIN_SEQ_ID', 'HOMOLOGY_MIN_COV',
+           'EXACT_WINDOW', 'MMSEQS_FORMAT', 'default_data_paths', 'tokenize', 'detokenize', 'build_arch_vocab',
+           'cath_labels', 'Chain', 'validate_chain', 'LoadReport', 'ChainSet', 'chain_from_record', 'read_splits',
+           'load_chain_set', 'load_chain_splits', 'fetch_cath42', 'fetch_cath42_main', 'chains_from_atoms',
+           'load_structure_folder', 'chain_to_atoms', 'crop_window', 'featurize', 'ProteinDataset', 'collate',
+           'LengthBucketSampler', 'ProteinLoader', 'make_loader', 'chain_stats', 'plot_dataset_stats',
+           'read_structure_db_header', 'read_structure_db', 'write_structure_db', 'find_structure_db',
+           'backbone_geometry', 'validate_structure_db_record', 'find_mmseqs', 'mmseqs_hits', 'exact_overlaps',
+           'promod3_splits', 'extract_structure_db', 'build_promod3_pack', 'build_promod3_main']
 
 # %% ../nbs/01_data.ipynb #01d438fc
 def _package_dir() -> Path:
@@ -747,3 +752,517 @@ def plot_dataset_stats(df, title: str = "", path: Union[str, Path, None] = None,
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=80)
     return fig
+
+# %% ../nbs/01_data.ipynb #cc2875c6
+import io
+import shutil
+import struct
+import subprocess
+import tarfile
+import tempfile
+import time
+
+PROMOD3_DEB_MEMBER = "usr/share/promod3/loop_data/structure_db.dat"   # inside promod3-data_*.deb
+PROMOD3_DIR = DATA_DIR / "promod3"                                    # where the built pack goes (git-ignored)
+PROMOD3_SOURCE = "promod3:structure_db"
+
+_SDB_MAGIC, _SDB_VERSION = 1234, 2
+_SDB_TYPE_SIZES = (4, 4, 2, 8, 2, 6, 88, 40, 24, 6, 4, 1)           # sizeof() checks written by the x86-64 build
+_SDB_BASE_CHECKS = struct.pack("<fBHQH", 1.0, 1, 1, 1, 1)            # value 1 as float32, u8, u16, u64, u16
+_SDB_TOC_OFFSET = 8 + 4 * len(_SDB_TYPE_SIZES) + len(_SDB_BASE_CHECKS) + 4 + 8   # = 85: first table-of-contents entry
+# (name, bytes per residue, stored-data bit or None = always present), in file order
+_SDB_SECTIONS = (("seq", 1, None), ("coords", 24, None), ("dihedrals", 4, 1), ("solvent_accessibility", 2, 2),
+                 ("residue_depth", 2, 4), ("dssp", 1, 8), ("profile", 40, 16), ("structure_profile", 40, 32))
+PROFILE_ORDER = AMINO_ACIDS        # column order of the stored profiles (A C D E … Y), measured on the Debian file
+
+def _sdb_err(path, msg: str) -> ValueError:
+    return ValueError(f"{path}: {msg}")
+
+def read_structure_db_header(path: Union[str, Path]) -> dict:
+    """Decode and check the header, table of contents and section layout of a ProMod3 `structure_db.dat`.
+    Returns `{path, version, stored_data, n_chains, n_residues, sections {name: byte offset}, toc {...arrays}, buf}`;
+    any deviation from the layout (magic, version, type sizes, byte order, truncation, trailing bytes) is a ValueError."""
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"ProMod3 structure DB not found: {path}")
+    size = path.stat().st_size
+    if size < _SDB_TOC_OFFSET:
+        raise _sdb_err(path, f"truncated or not a ProMod3 StructureDB file: {size} bytes, the fixed header alone has {_SDB_TOC_OFFSET}")
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    magic, version = struct.unpack_from("<II", buf, 0)
+    if magic != _SDB_MAGIC:
+        hint = " (byte-swapped: a big-endian file)" if magic == 0xD2040000 else ""
+        raise _sdb_err(path, f"not a ProMod3 StructureDB file: magic number {magic} at byte 0, expected {_SDB_MAGIC}{hint}")
+    if version != _SDB_VERSION:
+        raise _sdb_err(path, f"StructureDB format version {version}; this reader decodes version {_SDB_VERSION} "
+                             "(ProMod3 3.x, e.g. Debian promod3-data 3.2.1)")
+    sizes = struct.unpack_from(f"<{len(_SDB_TYPE_SIZES)}I", buf, 8)
+    if sizes != _SDB_TYPE_SIZES:
+        raise _sdb_err(path, f"type-size checks {sizes} differ from {_SDB_TYPE_SIZES} (the raw little-endian x86-64 layout); "
+                             "a *_portable.dat file or one written on another platform is not supported")
+    o = 8 + 4 * len(_SDB_TYPE_SIZES)
+    if bytes(buf[o:o + len(_SDB_BASE_CHECKS)]) != _SDB_BASE_CHECKS:
+        raise _sdb_err(path, "base-type checks (the value 1 as float32, uint8, uint16, uint64, uint16) do not match: "
+                             "another byte order or a corrupt header")
+    stored, n = struct.unpack_from("<iQ", buf, o + len(_SDB_BASE_CHECKS))
+    if n == 0: raise _sdb_err(path, "the header announces 0 chains: an empty structure DB")
+    if _SDB_TOC_OFFSET + 28 * n > size:                # each table-of-contents entry takes >= 28 bytes
+        raise _sdb_err(path, f"truncated or corrupt file: the header announces {n} chains, whose table of contents alone "
+                             f"needs >= {_SDB_TOC_OFFSET + 28 * n} bytes; the file has {size}")
+    pos = _SDB_TOC_OFFSET
+    ids, chs = [], []
+    num = np.zeros((n, 3), np.int64)                  # offset, size, start residue number
+    shift = np.zeros((n, 3), np.float32)
+    try:
+        for i in range(n):
+            strs = []
+            for _ in range(2):                        # PDB id, chain name: uint32 length + bytes
+                (ln,) = struct.unpack_from("<I", buf, pos)
+                if ln > 64: raise _sdb_err(path, f"corrupt table of contents: string of length {ln} in entry {i} (byte {pos})")
+                if pos + 4 + ln > size: raise struct.error("past the end")
+                strs.append(bytes(buf[pos + 4:pos + 4 + ln]).decode("ascii", errors="replace")); pos += 4 + ln
+            num[i] = struct.unpack_from("<IHH", buf, pos)
+            shift[i] = struct.unpack_from("<3f", buf, pos + 8); pos += 20
+            ids.append(strs[0]); chs.append(strs[1])
+    except struct.error:
+        raise _sdb_err(path, f"truncated ProMod3 StructureDB file: the table of contents ends inside entry {i} of {n} "
+                             f"(byte {pos} of {size})") from None
+    sections, n_res = {}, None
+    for name, per_res, bit in _SDB_SECTIONS:
+        if bit is not None and not (stored & bit): continue
+        if pos + 8 > size:
+            raise _sdb_err(path, f"truncated ProMod3 StructureDB file: section {name!r} should start at byte {pos}, the file has {size}")
+        (cnt,) = struct.unpack_from("<Q", buf, pos)
+        if n_res is None: n_res = cnt
+        if cnt != n_res:
+            raise _sdb_err(path, f"corrupt file: section {name!r} (byte {pos}) holds {cnt} residues, the sequence section {n_res}")
+        end = pos + 8 + cnt * per_res
+        if end > size:
+            raise _sdb_err(path, f"truncated ProMod3 StructureDB file: section {name!r} needs bytes {pos + 8}..{end}, "
+                                 f"the file ends at {size}")
+        sections[name] = pos + 8; pos = end
+    if pos != size:
+        raise _sdb_err(path, f"{size - pos} unexpected bytes after the last section (byte {pos}): not the layout this reader decodes")
+    if (num[:, 0] + num[:, 1] > n_res).any():
+        i = int(np.argmax(num[:, 0] + num[:, 1] > n_res))
+        raise _sdb_err(path, f"corrupt table of contents: entry {i} spans residues {num[i, 0]}..{num[i, 0] + num[i, 1]} of {n_res}")
+    return {"path": path, "version": version, "stored_data": stored, "n_chains": n, "n_residues": int(n_res),
+            "sections": sections, "buf": buf,
+            "toc": {"pdb_id": ids, "chain": chs, "offset": num[:, 0], "length": num[:, 1],
+                    "start_resnum": num[:, 2], "shift": shift}}
+
+def read_structure_db(path: Union[str, Path],     # structure_db.dat (raw ProMod3 3.x format, as in Debian's promod3-data)
+                      profiles: bool = False,      # also decode the [L, 20] sequence profile of every chain
+                      limit: Optional[int] = None, # only the first `limit` chains
+                     ) -> list[dict]:
+    """Every chain of a ProMod3 StructureDB as a dict: `name` ('12as.A'), `pdb_id`, `chain_id`, `seq`, `dssp` (or None),
+    `start_resnum`, `xyz` `[L, 4, 3]` float32 Å (N, CA, C, O), `coords` {N, CA, C, O: `[L, 3]` views of `xyz`} and,
+    with `profiles`, `profile` `[L, 20]` float32 frequencies in `PROFILE_ORDER`."""
+    h = read_structure_db_header(path)
+    buf, sec, toc, N = h["buf"], h["sections"], h["toc"], h["n_residues"]
+    seq = bytes(buf[sec["seq"]:sec["seq"] + N])
+    dssp = bytes(buf[sec["dssp"]:sec["dssp"] + N]) if "dssp" in sec else None
+    raw = np.frombuffer(buf, dtype="<u2", count=N * 12, offset=sec["coords"]).reshape(N, 4, 3)
+    prof = (np.frombuffer(buf, dtype="<i2", count=N * 20, offset=sec["profile"]).reshape(N, 20)
+            if profiles and "profile" in sec else None)
+    if profiles and prof is None: raise _sdb_err(path, "the file stores no sequence profiles (stored_data bit 16 unset)")
+    out = []
+    n = h["n_chains"] if limit is None else min(limit, h["n_chains"])
+    scale = np.float32(0.01)
+    for i in range(n):
+        o, L = int(toc["offset"][i]), int(toc["length"][i])
+        xyz = raw[o:o + L].astype(np.float32) * scale - toc["shift"][i]      # stored: round(100 * (x + shift))
+        rec = {"name": f"{toc['pdb_id'][i].lower()}.{toc['chain'][i]}", "pdb_id": toc["pdb_id"][i], "chain_id": toc["chain"][i],
+               "seq": seq[o:o + L].decode("ascii", errors="replace"),
+               "dssp": dssp[o:o + L].decode("ascii", errors="replace") if dssp is not None else None,
+               "start_resnum": int(toc["start_resnum"][i]), "xyz": xyz,
+               "coords": {a: xyz[:, j] for j, a in enumerate(ATOMS)}}
+        if prof is not None: rec["profile"] = prof[o:o + L].astype(np.float32) * np.float32(1e-4)
+        out.append(rec)
+    return out
+
+def write_structure_db(path: Union[str, Path],     # output file
+                       chains: Sequence,           # `Chain`s or record dicts (`name`, `seq`, `xyz` or `coords`), complete backbones
+                       dssp: Optional[Sequence[str]] = None,      # per chain; default all 'C'
+                       profiles: Optional[Sequence[np.ndarray]] = None,   # per chain [L, 20] frequencies; default zeros
+                       version: int = _SDB_VERSION) -> Path:
+    """Serialize chains in the raw ProMod3 3.x `structure_db.dat` layout (for tests and small subsets; ProMod3 itself
+    is not needed). Dihedrals, accessibilities and depths are written as zeros."""
+    path = Path(path)
+    recs = []
+    for c in chains:
+        if isinstance(c, Chain): name, seq, xyz = c.name, c.seq, c.coords
+        else: name, seq, xyz = c["name"], c["seq"], c.get("xyz", None)
+        if xyz is None: xyz = np.stack([np.asarray(c["coords"][a]) for a in ATOMS], axis=1)
+        xyz = np.asarray(xyz, dtype=np.float64)
+        if xyz.shape != (len(seq), 4, 3) or not np.isfinite(xyz).all():
+            raise ValueError(f"write_structure_db: chain {name!r} needs a complete finite [L, 4, 3] backbone, got {xyz.shape}")
+        pdb_id, _, chain_id = name.partition(".")
+        recs.append((pdb_id.upper(), chain_id, seq, xyz))
+    toc, seqs, coords = [], [], []
+    off = 0
+    for pdb_id, chain_id, seq, xyz in recs:
+        shift = -np.floor(xyz.reshape(-1, 3).min(0) * 100) / 100       # the minimum corner: stored values >= 0
+        raw = np.rint((xyz + shift) * 100)
+        if raw.max() > 65535: raise ValueError(f"write_structure_db: chain {pdb_id}.{chain_id} spans more than 655 Å")
+        coords.append(raw.astype("<u2")); seqs.append(seq.encode("ascii"))
+        toc.append(b"".join([struct.pack("<I", len(pdb_id)), pdb_id.encode(), struct.pack("<I", len(chain_id)), chain_id.encode(),
+                             struct.pack("<IHH3f", off, len(seq), 1, *shift)]))
+        off += len(seq)
+    N = off
+    dssp_b = "".join(dssp).encode() if dssp is not None else b"C" * N
+    prof = (np.concatenate([np.rint(np.asarray(p) * 1e4) for p in profiles]).astype("<i2") if profiles is not None
+            else np.zeros((N, 20), "<i2"))
+    cnt = struct.pack("<Q", N)
+    parts = [struct.pack("<II", _SDB_MAGIC, version), struct.pack(f"<{len(_SDB_TYPE_SIZES)}I", *_SDB_TYPE_SIZES),
+             _SDB_BASE_CHECKS, struct.pack("<iQ", -1, len(recs)), *toc,
+             cnt, b"".join(seqs), cnt, (np.concatenate(coords) if coords else np.zeros((0, 4, 3), "<u2")).tobytes(),
+             cnt, bytes(4 * N), cnt, bytes(2 * N), cnt, bytes(2 * N), cnt, dssp_b, cnt, prof.tobytes(), cnt, bytes(40 * N)]
+    path.write_bytes(b"".join(parts))
+    return path
+
+def find_structure_db() -> Optional[Path]:
+    "The real `structure_db.dat` if present: $MINIFOLD_PROMOD3_DB, data/promod3/structure_db.dat, or the installed promod3-data."
+    cands = [os.environ.get("MINIFOLD_PROMOD3_DB"), PROMOD3_DIR / "structure_db.dat", Path("/") / PROMOD3_DEB_MEMBER]
+    for c in cands:
+        if c and Path(c).is_file(): return Path(c)
+    return None
+
+# %% ../nbs/01_data.ipynb #f71e1f3a
+BACKBONE_BONDS = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-N": 1.329}   # Å, Engh & Huber ideal lengths
+CA_CA_TRANS, CA_CA_CIS = 3.80, 2.90      # Å, consecutive Cα–Cα across a trans / cis peptide bond
+PEPTIDE_BREAK = 2.0                      # Å: C(i)–N(i+1) beyond this is a chain break, not a bond
+PROMOD3_MIN_LENGTH = 20                  # shorter stretches are skipped (counted), as in the shared pack (20–839)
+
+def backbone_geometry(xyz: np.ndarray,          # [L, 4, 3] Å, N/CA/C/O
+                      bond_tol: float = 0.15,   # Å allowed around each ideal bond length
+                      caca_tol: float = 0.25,   # Å allowed around 3.80 (trans) or 2.90 (cis)
+                     ) -> dict:
+    """Per-chain backbone checks: `bad` `[L]` bool (a residue with any bond outside its tolerance, or whose Cα–Cα to the
+    next residue is neither trans- nor cis-like across a peptide bond), counts per check, and the number of breaks."""
+    x = np.asarray(xyz, dtype=np.float64)
+    L = len(x)
+    dist = lambda a, b: np.sqrt(((a - b) ** 2).sum(-1))
+    bad = np.zeros(L, bool)
+    counts = {}
+    for key, (i, j) in {"N-CA": (0, 1), "CA-C": (1, 2), "C-O": (2, 3)}.items():
+        v = np.abs(dist(x[:, i], x[:, j]) - BACKBONE_BONDS[key]) > bond_tol
+        counts[key] = int(v.sum()); bad |= v
+    cn = dist(x[:-1, 2], x[1:, 0])                                   # [L-1] peptide bonds
+    brk = cn > PEPTIDE_BREAK
+    v = ~brk & (np.abs(cn - BACKBONE_BONDS["C-N"]) > bond_tol)
+    counts["C-N"] = int(v.sum()); bad[:-1] |= v
+    caca = dist(x[:-1, 1], x[1:, 1])
+    v = ~brk & (np.abs(caca - CA_CA_TRANS) > caca_tol) & (np.abs(caca - CA_CA_CIS) > caca_tol)
+    counts["CA-CA"] = int(v.sum()); bad[:-1] |= v
+    return {"bad": bad, "n_bad": int(bad.sum()), "counts": counts, "n_breaks": int(brk.sum()),
+            "ca_ca": caca[~brk]}
+
+def validate_structure_db_record(rec: dict,
+                                 min_length: int = PROMOD3_MIN_LENGTH,
+                                 bond_tol: float = 0.15, caca_tol: float = 0.25,
+                                 max_bad_fraction: float = 0.02,   # skip when more residues than this fraction (and > 1) fail
+                                ) -> Optional[str]:
+    "None if a `read_structure_db` record is usable, else the skip reason."
+    seq, xyz = rec["seq"], rec["xyz"]
+    if len(seq) == 0: return "empty"
+    if xyz.shape != (len(seq), 4, 3): return "length_mismatch"
+    if not seq.isascii() or not seq.isalpha() or not seq.isupper(): return "bad_sequence"
+    if not np.isfinite(xyz).all(): return "nonfinite_coords"
+    if len(seq) < min_length: return "too_short"
+    g = backbone_geometry(xyz, bond_tol, caca_tol)
+    if g["n_bad"] > max(1, max_bad_fraction * len(seq)): return "bad_geometry"
+    return None
+
+# %% ../nbs/01_data.ipynb #2a40d8c0
+HOMOLOGY_MIN_SEQ_ID, HOMOLOGY_MIN_COV = 0.30, 0.50
+EXACT_WINDOW = 20                    # residues: a shared identical window this long counts as an exact overlap
+MMSEQS_FORMAT = "query,target,fident,alnlen,qstart,qend,qlen,tstart,tend,tlen,evalue,bits"
+
+def find_mmseqs(mmseqs: Optional[str] = None) -> str:
+    "Path of the MMseqs2 binary (argument, $MMSEQS, or `mmseqs` on PATH); a RuntimeError says how to install it."
+    exe = mmseqs or os.environ.get("MMSEQS") or shutil.which("mmseqs")
+    if not exe or not (Path(exe).is_file() or shutil.which(exe)):
+        raise RuntimeError("MMseqs2 not found (needed for the homology filter of the ProMod3 splits): "
+                           "install the Debian/Ubuntu package mmseqs2 (`apt-get install -y mmseqs2`), "
+                           "or pass mmseqs=/path/to/mmseqs (or set $MMSEQS)")
+    return str(exe)
+
+def _as_seqs(chains) -> dict:
+    "{name: sequence} from a dict, or from `Chain`s / record dicts."
+    if isinstance(chains, dict): return {str(k): str(v) for k, v in chains.items()}
+    return {(c.name if isinstance(c, Chain) else c["name"]): (c.seq if isinstance(c, Chain) else c["seq"]) for c in chains}
+
+def mmseqs_hits(query, target,                      # {name: seq} (or Chains / records)
+                min_seq_id: float = HOMOLOGY_MIN_SEQ_ID,
+                min_cov: float = HOMOLOGY_MIN_COV,
+                cov_mode: str = "either",           # 'either' (query or target covered), 'both', 'query', 'target'
+                sensitivity: float = 7.5,           # mmseqs -s (7.5 = its most sensitive preset)
+                evalue: float = 1e-3,               # mmseqs -e (its default)
+                threads: int = 2,
+                mmseqs: Optional[str] = None,
+                workdir: Union[str, Path, None] = None) -> list[dict]:
+    """Alignments of `query` against `target` by `mmseqs easy-search` with identity >= `min_seq_id` and coverage
+    >= `min_cov` (of query or target, per `cov_mode`): dicts with query, target, fident, qcov, tcov, evalue, bits."""
+    exe = find_mmseqs(mmseqs)
+    q, t = _as_seqs(query), _as_seqs(target)
+    if not q or not t: return []
+    modes = {"either": None, "both": 0, "target": 1, "query": 2}
+    if cov_mode not in modes: raise ValueError(f"cov_mode must be one of {sorted(modes)}, got {cov_mode!r}")
+    qn, tn = list(q), list(t)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="minifold_mmseqs_") as tmp:
+        tmp = Path(tmp)
+        for fn, names, seqs in (("q.fasta", qn, q), ("t.fasta", tn, t)):   # index ids: names may hold any character
+            (tmp / fn).write_text("".join(f">{i}\n{seqs[nm]}\n" for i, nm in enumerate(names)))
+        cmd = [exe, "easy-search", str(tmp / "q.fasta"), str(tmp / "t.fasta"), str(tmp / "hits.m8"), str(tmp / "work"),
+               "--min-seq-id", str(min_seq_id), "-s", str(sensitivity), "-e", str(evalue), "--alignment-mode", "3",
+               "--max-seqs", str(max(300, len(t))), "--threads", str(threads), "--format-output", MMSEQS_FORMAT, "-v", "1"]
+        cmd += ["-c", "0"] if modes[cov_mode] is None else ["-c", str(min_cov), "--cov-mode", str(modes[cov_mode])]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"mmseqs easy-search failed (exit {p.returncode}): {(p.stderr or p.stdout)[-800:]}")
+        lines = (tmp / "hits.m8").read_text().splitlines() if (tmp / "hits.m8").exists() else []
+    out = []
+    for ln in lines:
+        f = ln.split("\t")
+        qi, ti, fident = int(f[0]), int(f[1]), float(f[2])
+        qcov = (int(f[5]) - int(f[4]) + 1) / int(f[6]); tcov = (int(f[8]) - int(f[7]) + 1) / int(f[9])
+        cov = {"either": max(qcov, tcov), "both": min(qcov, tcov), "query": qcov, "target": tcov}[cov_mode]
+        if fident >= min_seq_id and cov >= min_cov:
+            out.append({"query": qn[qi], "target": tn[ti], "fident": fident, "qcov": round(qcov, 4), "tcov": round(tcov, 4),
+                        "evalue": float(f[10]), "bits": float(f[11])})
+    return out
+
+def exact_overlaps(query, target, window: int = EXACT_WINDOW) -> list[dict]:
+    """Query chains that share an identical sequence, a substring relation, or an identical `window`-residue
+    window with a target chain: dicts with query, target, kind ('identical' | 'substring' | 'window')."""
+    q, t = _as_seqs(query), _as_seqs(target)
+    by_seq, kmers, short = {}, {}, []
+    for nm, s in t.items():
+        by_seq.setdefault(s, nm)
+        if len(s) < window: short.append((nm, s))
+        for k in range(len(s) - window + 1): kmers.setdefault(s[k:k + window], nm)
+    out = []
+    for nm, s in q.items():
+        if s in by_seq: out.append({"query": nm, "target": by_seq[s], "kind": "identical"}); continue
+        hit = next((kmers[s[k:k + window]] for k in range(len(s) - window + 1) if s[k:k + window] in kmers), None)
+        if hit is not None: out.append({"query": nm, "target": hit, "kind": "window"}); continue
+        hit = next((tn for tn, ts in short if ts in s), None)          # a short target inside the query
+        if hit is None and len(s) < window: hit = next((tn for tn, ts in t.items() if s in ts), None)   # short query inside a target
+        if hit is not None: out.append({"query": nm, "target": hit, "kind": "substring"})
+    return out
+
+def promod3_splits(chains,                                         # candidate train chains: Chains, records or {name: seq}
+                   ref_splits_path: Union[str, Path] = SHARED_DIR / "chain_set_splits.json",
+                   ref_chain_set: Union[str, Path] = SHARED_DIR / "chain_set.jsonl.gz",
+                   eval_splits: Sequence[str] = ("validation", "test"),
+                   include_ref_train: bool = False,               # also keep the reference set's train chains (filtered too)
+                   min_seq_id: float = HOMOLOGY_MIN_SEQ_ID, min_cov: float = HOMOLOGY_MIN_COV,
+                   cov_mode: str = "either", sensitivity: float = 7.5, evalue: float = 1e-3,
+                   window: int = EXACT_WINDOW, threads: int = 2, mmseqs: Optional[str] = None,
+                   verbose: bool = True) -> tuple[dict, dict]:
+    """`(splits, counts)`: validation/test are the reference split's chains unchanged; train is every candidate (plus,
+    optionally, the reference train chains) minus each chain with >= `min_seq_id` identity at >= `min_cov` coverage
+    (MMseqs2) or an exact overlap (identical, substring, shared `window`-mer) with any validation/test chain."""
+    ref = read_splits(ref_splits_path)
+    ev_names = {s: list(ref[s]) for s in eval_splits}
+    ev_all = {n for s in eval_splits for n in ev_names[s]}
+    ref_chains = load_chain_set(ref_chain_set, ref_splits_path, split=list(eval_splits) + (["train"] if include_ref_train else []))
+    ref_seq = {c.name: c.seq for c in ref_chains}
+    missing = sorted(ev_all - set(ref_seq))
+    if missing: raise ValueError(f"{len(missing)} {'/'.join(eval_splits)} chains of {ref_splits_path} are not readable in "
+                                 f"{ref_chain_set}, e.g. {missing[:5]}: their sequences are needed for the homology filter")
+    cand = _as_seqs(chains)
+    counts = {"candidates": len(cand)}
+    if include_ref_train:
+        extra = {n: ref_seq[n] for n in ref["train"] if n in ref_seq and n not in cand}
+        counts["ref_train_added"] = len(extra); counts["ref_train_same_name"] = sum(n in cand for n in ref["train"] if n in ref_seq)
+        cand = {**cand, **extra}
+    removed = {s: {} for s in eval_splits}                     # split → {candidate: why}
+    for s in eval_splits:
+        tgt = {n: ref_seq[n] for n in ev_names[s]}
+        for n in cand.keys() & tgt.keys(): removed[s][n] = "same_name"
+        for h in exact_overlaps(cand, tgt, window): removed[s].setdefault(h["query"], h["kind"])
+    hits = mmseqs_hits(cand, {n: ref_seq[n] for n in ev_all}, min_seq_id, min_cov, cov_mode, sensitivity, evalue,
+                       threads, mmseqs)
+    where = {n: s for s in eval_splits for n in ev_names[s]}
+    for h in hits: removed[where[h["target"]]].setdefault(h["query"], "mmseqs")
+    gone = set().union(*removed.values())
+    train = [n for n in cand if n not in gone]
+    splits = {"train": train, **{s: ev_names[s] for s in eval_splits}}
+    for s in eval_splits:
+        counts[f"removed_similar_to_{s}"] = len(removed[s])
+        for why in ("same_name", "identical", "substring", "window", "mmseqs"):
+            counts[f"removed_similar_to_{s}_{why}"] = sum(v == why for v in removed[s].values())
+    counts.update({"removed_total": len(gone), "mmseqs_alignments": len(hits),
+                   **{f"final_{k}": len(v) for k, v in splits.items()}})
+    assert not set(train) & ev_all
+    if verbose:
+        print(f"homology filter (identity >= {min_seq_id}, coverage >= {min_cov} of {cov_mode}, mmseqs -s {sensitivity} "
+              f"-e {evalue}; exact: identical / substring / {window}-mer): {counts['candidates']} candidates, removed "
+              + ", ".join(f"{counts[f'removed_similar_to_{s}']} similar to {s}" for s in eval_splits)
+              + f" ({len(gone)} distinct) → train {len(train)}, " + ", ".join(f"{s} {len(ev_names[s])}" for s in eval_splits))
+    return splits, counts
+
+# %% ../nbs/01_data.ipynb #7a1f1a20
+def _deb_members(deb: Path):
+    "`(name, offset, size)` of each member of a .deb (an `ar` archive)."
+    with open(deb, "rb") as f:
+        if f.read(8) != b"!<arch>\n": raise ValueError(f"{deb}: not a Debian package (no ar archive signature)")
+        pos = 8
+        while True:
+            hdr = f.read(60)
+            if len(hdr) < 60: break
+            name, size = hdr[:16].decode("ascii", "replace").strip().rstrip("/"), int(hdr[48:58].decode().strip() or 0)
+            yield name, pos + 60, size
+            pos += 60 + size + (size & 1); f.seek(pos)
+
+def extract_structure_db(deb: Union[str, Path],              # promod3-data_*.deb (`apt-get download promod3-data`)
+                         dest_dir: Union[str, Path],          # folder for structure_db.dat
+                         member: str = PROMOD3_DEB_MEMBER,
+                         use_dpkg: Optional[bool] = None,     # None: dpkg-deb when installed, else Python's ar + tarfile
+                        ) -> Path:
+    "Extract only `structure_db.dat` from the promod3-data package (dpkg-deb, or pure Python) → its path."
+    deb, dest = Path(deb), Path(dest_dir)
+    if not deb.is_file(): raise FileNotFoundError(f"package not found: {deb} (get it with `apt-get download promod3-data`)")
+    dest.mkdir(parents=True, exist_ok=True)
+    target, part = dest / Path(member).name, dest / (Path(member).name + ".part")
+    if use_dpkg is None: use_dpkg = shutil.which("dpkg-deb") is not None
+    want = {member, "./" + member}
+    def _copy(tf):
+        for ti in tf:
+            if ti.name in want and ti.isfile():
+                with tf.extractfile(ti) as src, open(part, "wb") as out: shutil.copyfileobj(src, out, 1 << 22)
+                return True
+        return False
+    try:
+        if use_dpkg:
+            p = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            with tarfile.open(fileobj=p.stdout, mode="r|") as tf: found = _copy(tf)
+            p.stdout.close(); err = p.stderr.read().decode(errors="replace"); p.wait()
+            if p.returncode not in (0, None) and not found: raise ValueError(f"dpkg-deb --fsys-tarfile {deb} failed: {err[-300:]}")
+        else:
+            data = [(n, o, s) for n, o, s in _deb_members(deb) if n.startswith("data.tar")]
+            if not data: raise ValueError(f"{deb}: no data.tar member (not a binary Debian package)")
+            name, off, size = data[0]
+            if name.endswith(".zst"): raise ValueError(f"{deb}: {name} is zstd-compressed; Python cannot read it, install dpkg-deb")
+            with open(deb, "rb") as f:
+                f.seek(off)
+                with tarfile.open(fileobj=io.BufferedReader(_Window(f, size)), mode="r|*") as tf: found = _copy(tf)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"{deb}: could not read the package ({type(e).__name__}: {e}); truncated download?") from e
+    if not found:
+        part.unlink(missing_ok=True)
+        raise ValueError(f"{deb}: holds no {member} (is it promod3-data?)")
+    os.replace(part, target)
+    return target
+
+class _Window(io.RawIOBase):
+    "Read-only view of `size` bytes of an open file from its current position (one ar member)."
+    def __init__(self, f, size): self.f, self.left = f, size
+    def readable(self): return True
+    def readinto(self, b):
+        n = self.f.readinto(memoryview(b)[:min(len(b), self.left)]) if self.left > 0 else 0
+        self.left -= n or 0
+        return n
+
+def _json_line(name: str, seq: str, xyz: np.ndarray, source: str = PROMOD3_SOURCE) -> bytes:
+    c = np.round(xyz.astype(np.float64), 3)
+    rec = {"name": name, "seq": seq, "CATH": [], "num_chains": None, "source": source,
+           "coords": {a: c[:, j].tolist() for j, a in enumerate(ATOMS)}}
+    return (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+
+def build_promod3_pack(structure_db: Union[str, Path],      # structure_db.dat
+                       out_dir: Union[str, Path] = PROMOD3_DIR,
+                       ref_splits_path: Union[str, Path] = SHARED_DIR / "chain_set_splits.json",
+                       ref_chain_set: Union[str, Path] = SHARED_DIR / "chain_set.jsonl.gz",
+                       include_ref_train: bool = False,    # add the reference train chains (homology-filtered as well)
+                       profiles: bool = False,             # also write profiles.npz {name: [L, 20] float16}
+                       min_length: int = PROMOD3_MIN_LENGTH,
+                       bond_tol: float = 0.15, caca_tol: float = 0.25, max_bad_fraction: float = 0.02,
+                       threads: int = 2, mmseqs: Optional[str] = None, evalue: float = 1e-3,
+                       compresslevel: int = 4, verbose: bool = True) -> dict:
+    """Read + validate every chain of `structure_db`, filter them against the reference validation/test chains
+    (`promod3_splits`) and write `out_dir/chain_set.jsonl.gz` (kept ProMod3 train chains + the reference validation/test
+    records, verbatim), `chain_set_splits.json` and `build_report.json`. Returns the report (counts, timings)."""
+    t0 = time.perf_counter()
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    find_mmseqs(mmseqs)                                        # fail before the long part, not after it
+    recs = read_structure_db(structure_db, profiles=profiles)
+    t_read = time.perf_counter() - t0
+    rep = LoadReport(path=str(structure_db)); rep.n_records = len(recs)
+    kept, seen = [], set()
+    for r in recs:
+        why = "duplicate_name" if r["name"] in seen else validate_structure_db_record(r, min_length, bond_tol, caca_tol, max_bad_fraction)
+        if why: rep.skip(why, f"{r['name']}, L={len(r['seq'])}"); continue
+        seen.add(r["name"]); kept.append(r)
+    rep.n_loaded = len(kept)
+    t_valid = time.perf_counter() - t0 - t_read
+    if verbose: print(rep.summary())
+    splits, counts = promod3_splits(kept, ref_splits_path, ref_chain_set, include_ref_train=include_ref_train,
+                                    evalue=evalue, threads=threads, mmseqs=mmseqs, verbose=verbose)
+    t_split = time.perf_counter() - t0 - t_read - t_valid
+    train = set(splits["train"]); ref_keep = train | {n for s in ("validation", "test") for n in splits[s]}
+    jsonl = out / "chain_set.jsonl.gz"
+    with gzip.open(out / "chain_set.jsonl.gz.part", "wb", compresslevel=compresslevel) as f:
+        written = set()
+        for r in kept:
+            if r["name"] in train: f.write(_json_line(r["name"], r["seq"], r["xyz"])); written.add(r["name"])
+        for _, raw in _iter_lines(Path(ref_chain_set)):       # reference val/test (and train) records, unchanged
+            if not raw.strip(): continue
+            nm = json.loads(raw).get("name")
+            if nm in ref_keep and nm not in written:
+                f.write(raw if raw.endswith(b"\n") else raw + b"\n"); written.add(nm)
+    lost = {n for v in splits.values() for n in v} - written
+    if lost: raise ValueError(f"{len(lost)} split chains have no record in the pack, e.g. {sorted(lost)[:5]}")
+    os.replace(out / "chain_set.jsonl.gz.part", jsonl)
+    (out / "chain_set_splits.json").write_text(json.dumps(splits))
+    if profiles:
+        np.savez(out / "profiles.npz", **{r["name"]: r["profile"].astype(np.float16) for r in kept if r["name"] in train})
+    t_total = time.perf_counter() - t0
+    report = {"structure_db": str(structure_db), "n_chains_read": len(recs), "n_residues_read": int(sum(len(r["seq"]) for r in recs)),
+              "n_valid": len(kept), "skipped": dict(sorted(rep.skipped.items())), "skip_details": rep.details,
+              **counts, "n_records_written": len(written),
+              "params": {"min_length": min_length, "bond_tol": bond_tol, "caca_tol": caca_tol, "max_bad_fraction": max_bad_fraction,
+                         "min_seq_id": HOMOLOGY_MIN_SEQ_ID, "min_cov": HOMOLOGY_MIN_COV, "cov_mode": "either",
+                         "sensitivity": 7.5, "evalue": evalue, "exact_window": EXACT_WINDOW,
+                         "include_ref_train": include_ref_train, "ref_splits": str(ref_splits_path), "ref_chain_set": str(ref_chain_set)},
+              "seconds": {"read": round(t_read, 2), "validate": round(t_valid, 2), "homology": round(t_split, 2),
+                          "total": round(t_total, 2)}}
+    (out / "build_report.json").write_text(json.dumps(report, indent=1))
+    if verbose:
+        print(f"wrote {jsonl} ({len(written)} chains: train {len(splits['train'])}, validation {len(splits['validation'])}, "
+              f"test {len(splits['test'])}) in {t_total:.0f} s")
+    return report
+
+def build_promod3_main(argv: Optional[Sequence[str]] = None):
+    "Console entry `minifold-build-promod3 (--deb promod3-data_*.deb | --structure-db PATH) [--out data/promod3]`."
+    import argparse
+    p = argparse.ArgumentParser(prog="minifold-build-promod3",
+                                description="Build a CATH-4.2-format training pack from ProMod3's structure DB "
+                                            "(Debian package promod3-data: `apt-get download promod3-data`).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--deb", help="promod3-data_*.deb; structure_db.dat is extracted into --out")
+    src.add_argument("--structure-db", help="an extracted structure_db.dat")
+    p.add_argument("--out", default=str(PROMOD3_DIR), help="output folder (default: data/promod3, git-ignored)")
+    p.add_argument("--ref-splits", default=str(SHARED_DIR / "chain_set_splits.json"), help="splits whose validation/test are kept")
+    p.add_argument("--ref-chain-set", default=str(SHARED_DIR / "chain_set.jsonl.gz"), help="chain set holding those chains")
+    p.add_argument("--with-ref-train", action="store_true", help="also keep the reference train chains (homology-filtered)")
+    p.add_argument("--profiles", action="store_true", help="also write profiles.npz")
+    p.add_argument("--min-length", type=int, default=PROMOD3_MIN_LENGTH)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--evalue", type=float, default=1e-3, help="mmseqs -e for the homology search")
+    p.add_argument("--mmseqs", default=None, help="path of the mmseqs binary (default: on PATH)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        db = Path(a.structure_db) if a.structure_db else extract_structure_db(a.deb, a.out)
+        if a.deb: print(f"extracted {db} ({db.stat().st_size / 1e6:.0f} MB)")
+        rep = build_promod3_pack(db, a.out, a.ref_splits, a.ref_chain_set, include_ref_train=a.with_ref_train,
+                                 profiles=a.profiles, min_length=a.min_length, threads=a.threads, mmseqs=a.mmseqs, evalue=a.evalue)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}"); raise SystemExit(1)
+    print(f"counts: read {rep['n_chains_read']}, skipped {rep['skipped']}, removed as similar to validation/test "
+          f"{rep['removed_total']}; train {rep['final_train']}, validation {rep['final_validation']}, test {rep['final_test']} "
+          f"(all counts: {Path(a.out) / 'build_report.json'})")
+    # returns None: a console script's return value becomes its exit status
