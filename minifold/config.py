@@ -93,6 +93,12 @@ class Preset:
     egnn_d_node_hidden: int = 0           # v10 EGNN node-MLP hidden width (0 = 3·d_single)
     egnn_d_edge: int = 64                 # v10 EGNN edge-feature width
     fape_frames: str = "learned"          # 'learned' (v11b+) | 'gram_schmidt' (v11: x0_pred = t_vec, R discarded)
+    frame_gate: str = "snr"               # frame-init confidence from: 'noise' = σ(t) in Å between frame_noise_lo/hi
+                                          # (NoiseSchedule.frame_noise_confidence) | 'snr' = the seed's SNR 0.2 → 1 ramp
+    frame_noise_lo: float = 0.5           # Å: Gram-Schmidt frames of x_t fully trusted below this noise level ...
+    frame_noise_hi: float = 2.0           # Å: ... and not at all above it (the reference frame instead)
+    trans_init: str = "x_t"               # IPA translations start at 'mmse' = c(t)·x_t ≈ E[x0 | x_t]
+                                          # (NoiseSchedule.x0_prior_scale) | 'x_t' = the noised coordinates (the seed)
     frame_init_reference: str = "mean"    # SNR-gated init blends GS frames toward: 'mean' chain frame (SE(3)-equivariant,
                                           # our default) | 'identity' (the seed's choice; breaks equivariance when conf<1)
     # --- pair stack ---

@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .config import COORD_SCALE
+
 # %% auto #0
 __all__ = ['cosine_betas', 'linear_betas', 'NoiseSchedule', 'timestep_embedding']
 
@@ -85,6 +87,25 @@ class NoiseSchedule(nn.Module):
     def frame_confidence(self, t, lo: float = 0.2, hi: float = 1.0) -> torch.Tensor:
         "The seed's SNR gate conf(t) = clamp((SNR(t) − lo)/(hi − lo), 0, 1): 1 = trust Gram-Schmidt frames, 0 = identity."
         return ((self.snr(t) - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+    def frame_noise_confidence(self, t, lo_A: float = 0.5, hi_A: float = 2.0) -> torch.Tensor:
+        """Frame confidence from the noise on the x0 scale, σ(t) = √((1 − ᾱ)/ᾱ) model units, in Å: 1 below `lo_A`, 0 above
+        `hi_A`, linear between. Gram-Schmidt frames of x_t are only as good as σ is small against the 3.8 Å Cα–Cα
+        bond (measured in nbs/22_ipa: ~44° mean error at σ ≈ 1.1 Å, a random rotation's ~126° by σ ≈ 3 Å), whereas the
+        seed's SNR gate (`frame_confidence`) trusts them fully down to SNR 1, i.e. σ = 10 Å in our units."""
+        abar = self.gather("alphas_cumprod", t).double()
+        sigma_A = COORD_SCALE * ((1.0 - abar) / abar.clamp_min(1e-12)).sqrt()
+        return ((hi_A - sigma_A) / (hi_A - lo_A)).clamp(0.0, 1.0).float()
+
+    def x0_prior_scale(self, t, mask) -> torch.Tensor:
+        """c(t) [B] with E[x0 | x_t] ≈ c(t)·x_t: the linear MMSE estimate of a centred chain under a N(0, σ²) prior per
+        coordinate, c = √ᾱ σ² / (ᾱ σ² + 1 − ᾱ), with σ(L) = Rg(L)/√3 and the compact-chain Rg(L) = 2.2 L^0.38 Å
+        (model units; L = residues in `mask` [B, L]). c → 1/√ᾱ ≈ 1 as t → 0 (start from x_t) and → 0 as t → T (start
+        at the centroid: AlphaFold2's 'black hole' init), so the denoiser never starts from noise-sized coordinates."""
+        abar = self.gather("alphas_cumprod", t)                                       # [B] fp32
+        n = mask.bool().sum(-1).clamp_min(1).to(abar)                                 # [B] residues
+        var = (2.2 * n.pow(0.38) / COORD_SCALE) ** 2 / 3.0                            # σ², model units²
+        return abar.sqrt() * var / (abar * var + (1.0 - abar))
 
     def sample_timesteps(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
         "`n` timesteps uniform on {0, …, T−1} (long [n]), drawn on the generator's device, moved to `device`."

@@ -229,6 +229,7 @@ class IPADenoiser(nn.Module):
                 t: torch.Tensor,        # [B] long timesteps
                 conf: Optional[torch.Tensor] = None,   # [B] frame confidence conf(t)
                 self_cond: Optional[dict] = None,      # previous output (detached) or None
+                x_scale: Optional[torch.Tensor] = None,  # [B] c(t): translations start at c(t)·x_t (None: at x_t)
                ) -> dict:
         mask = mask.bool()
         if x_t.shape[:2] != mask.shape or single.shape[:2] != mask.shape:
@@ -240,7 +241,8 @@ class IPADenoiser(nn.Module):
         if self_cond is not None:
             p = self.preset
             z = z + self.sc_pair(sc_distogram(self_cond["x0"].detach(), mask, p.n_dist_bins, p.dist_min, p.dist_max))
-        R, trans = self.init_frames(x_t, mask, conf, self_cond)
+        R, trans = self.init_frames(x_t, mask, conf, self_cond)      # rotations from x_t itself (scale-free)
+        if x_scale is not None: trans = trans * x_scale.to(trans)[:, None, None]
         for layer in self.layers:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 s, R, trans = checkpoint(layer, s, z, R, trans, mask, use_reentrant=False)

@@ -86,8 +86,11 @@ class MiniFold(nn.Module):
     def denoise(self, cond: dict, x_t: torch.Tensor, t: torch.Tensor, self_cond: Optional[dict] = None) -> dict:
         "Structure half: x_t `[B, L, 3]` (model units), t `[B]` long → {x0, R, trans, atoms}."
         if isinstance(self.denoiser, IPADenoiser):
-            conf = self.schedule.frame_confidence(t)
-            return self.denoiser(cond["single"], cond["pair"], cond["mask"], x_t, t, conf, self_cond)
+            p = self.preset
+            conf = (self.schedule.frame_confidence(t) if p.frame_gate == "snr"
+                    else self.schedule.frame_noise_confidence(t, p.frame_noise_lo, p.frame_noise_hi))
+            x_scale = self.schedule.x0_prior_scale(t, cond["mask"]) if p.trans_init == "mmse" else None
+            return self.denoiser(cond["single"], cond["pair"], cond["mask"], x_t, t, conf, self_cond, x_scale)
         return self.denoiser(cond["single"], cond["pair"], x_t, t, cond["mask"], self_cond)
 
     def forward(self, batch: dict, x_t: torch.Tensor, t: torch.Tensor, self_cond: Optional[dict] = None) -> dict:

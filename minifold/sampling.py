@@ -13,7 +13,7 @@ from .config import to_angstrom, to_model_units
 
 # %% auto #0
 __all__ = ['randn_like_masked', 'masked_center', 'batch_to', 'repeat_batch', 'get_schedule', 'ddim_timesteps', 'mask_tokens',
-           'eps_from_x0', 'to_real_space', 'ddim_sample', 'ddpm_sample', 'predict_x0']
+           'align_to', 'eps_from_x0', 'to_real_space', 'ddim_sample', 'ddpm_sample', 'predict_x0']
 
 # %% ../nbs/40_sampling.ipynb #f3673904
 def _progress(iterable, enabled: bool, desc: str = "sampling", total=None):
@@ -95,8 +95,9 @@ class _Conditioner:
     """Holds cond (and uncond) features for one sampling call and evaluates the guided x0 prediction.
     `n_samples` > 1 conditions each chain once and repeats the features (k samples per chain for the price of one
     `condition` call); `cache` (a dict the caller keeps) reuses them across calls on the same batch."""
-    def __init__(self, model, batch, guidance: float, n_samples: int = 1, cache: Optional[dict] = None):
-        self.model, self.guidance = model, float(guidance)
+    def __init__(self, model, batch, guidance: float, n_samples: int = 1, cache: Optional[dict] = None,
+                 align_x0: bool = False):
+        self.model, self.guidance, self.align_x0 = model, float(guidance), bool(align_x0)
         B = batch["mask"].shape[0]
         cache = {} if cache is None else cache
         if "cond" not in cache: cache["cond"] = model.condition(batch)          # sequence-only, computed once
@@ -114,7 +115,21 @@ class _Conditioner:
         if self.uncond is not None:
             out_u = self.model.denoise(self.uncond, x_t, t, self_cond=sc_u)
             x0 = out_u["x0"].float() + self.guidance * (x0 - out_u["x0"].float())  # ≡ ε_u + w(ε_c − ε_u)
+        if self.align_x0: x0 = align_to(x0, x_t, self.mask)
         return x0 * self.mask[..., None], out_c, out_u
+
+def align_to(x0, x_t, mask):
+    """x̂0 [B, L, 3] rotated about its own centroid onto x_t (Kabsch, fp64 inside `metrics.kabsch`). FAPE and the
+    distance losses leave x̂0's global orientation free where x_t carries little signal, but the DDIM/DDPM update mixes
+    x̂0 with x_t coordinate by coordinate; aligning removes that gauge freedom (x̂0's shape is unchanged)."""
+    from minifold.metrics import kabsch
+    m = mask.bool()
+    with torch.autocast(device_type=x0.device.type, enabled=False):
+        x0f = x0.float()
+        R, _ = kabsch(x0f, x_t.float(), m)                                   # [B, 3, 3]
+        n = m.float().sum(-1, keepdim=True).clamp_min(1.0)[..., None]         # [B, 1, 1]
+        c = (x0f * m[..., None]).sum(1, keepdim=True) / n                     # [B, 1, 3] x̂0's centroid
+        return ((x0f - c) @ R.transpose(-1, -2) + c) * m[..., None]
 
 def _detach_out(out):
     "A detached shallow copy of a model output (for self-conditioning)."
@@ -174,6 +189,7 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
                 generator: Optional[torch.Generator] = None,  # seeded RNG (x_T and η noise)
                 progress: bool = True,       # tqdm progress bar
                 return_traj: bool = False,   # also return the x0 predictions and x_t of every step
+                align_x0: bool = False,      # rotate each x̂0 onto x_t before the update (`align_to`)
                 rg_rescale: bool = False,    # rescale the output Cα so its Rg matches the Rg predictor
                 schedule=None,               # NoiseSchedule override (default: the model's)
                 n_samples: int = 1,          # samples per chain (output chain-major: a,a,…,b,b,…; `condition` runs once per chain)
@@ -194,7 +210,7 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
         sched = get_schedule(model, schedule)
         abar = _alphas_cumprod(sched, device)                               # [T]
         ts = ddim_timesteps(abar.shape[0], steps)
-        net = _Conditioner(model, batch, guidance, n_samples, cond_cache)
+        net = _Conditioner(model, batch, guidance, n_samples, cond_cache, align_x0)
         B, L = mask.shape
         x = randn_like_masked((B, L, 3), mask, generator, device)           # x_T, model units
         sc, out_c, traj, xt_traj, n_evals = None, None, ([] if return_traj else None), ([] if return_traj else None), 0
