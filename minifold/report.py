@@ -17,8 +17,9 @@ __all__ = ['SEED_HEADERS', 'SEED_COLUMNS', 'EXTRA_COLUMNS', 'PUBLISHED_LABEL', '
            'is_smoke', 'list_runs', 'run_label', 'runs_for', 'seed_table', 'version_tables', 'show', 'best_row',
            'summary_table', 'epoch_numbers', 'curve_series', 'plot_curves', 'show_figures', 'demote_headings',
            'show_run_notes', 'config_table', 'config_changes', 'eval_summary', 'length_bins', 'length_bin_table',
-           'eval_by_length', 'show_evaluations', 'architecture_figure', 'published_baselines', 'checkpoint_of',
-           'gradient_cosine_table', 'timeline_figure', 'guard_tests', 'fp32_island_line', 'check_code_refs']
+           'method_group_table', 'eval_by_length', 'show_evaluations', 'architecture_figure', 'published_baselines',
+           'checkpoint_of', 'gradient_cosine_table', 'timeline_figure', 'guard_tests', 'fp32_island_line',
+           'check_code_refs']
 
 # %% ../nbs/50_report.ipynb #4e9be2eb
 def published_dir() -> Path:
@@ -558,17 +559,24 @@ def length_bin_table(ev, bins=LENGTH_BINS,
                      keep_empty: bool = False,   # keep bins without chains (n = 0, NaN means)
                      order=None):                # method order (default: first appearance in `ev`)
     "Per method × length bin of an eval.csv table: n, TM mean/median, RMSD mean, GDT-TS mean (unrounded)."
-    g = ev.assign(length_bin=length_bins(ev["length"], bins), method=ev["method"] if "method" in ev.columns else "all")
+    g = ev.assign(length_bin=length_bins(ev["length"], bins))
+    return method_group_table(g, "length_bin", keep_empty=keep_empty, order=order)
+
+def method_group_table(ev, key: str,             # a categorical column of `ev` (length_bin, sse_class, …)
+                       keep_empty: bool = False, # keep categories without chains (n = 0, NaN means)
+                       order=None):              # method order (default: first appearance; others after it)
+    "Per method × `key` category of an eval table: n, TM mean/median, RMSD mean, GDT-TS mean (unrounded)."
+    g = ev.assign(method=ev["method"] if "method" in ev.columns else "all")
     for c in ("tm", "rmsd", "gdt_ts"):
         g[c] = _num(g[c]) if c in g.columns else float("nan")
-    agg = g.groupby(["method", "length_bin"], observed=not keep_empty, sort=False).agg(
+    agg = g.groupby(["method", key], observed=not keep_empty, sort=False).agg(
         n=("tm", "size"), tm_mean=("tm", "mean"), tm_median=("tm", "median"), rmsd_mean=("rmsd", "mean"),
         gdt_ts_mean=("gdt_ts", "mean")).reset_index()
     rank = {m: i for i, m in enumerate(order or dict.fromkeys(g["method"]))}
-    agg = agg.sort_values(["method", "length_bin"], key=lambda s: s.map(rank) if s.name == "method" else s.cat.codes,
+    agg = agg.sort_values(["method", key], key=lambda s: s.map(rank) if s.name == "method" else s.cat.codes,
                           kind="stable")
-    agg["length_bin"] = agg["length_bin"].astype(str)
-    return agg[BY_LENGTH_COLUMNS].reset_index(drop=True)
+    agg[key] = agg[key].astype(str)
+    return agg[["method", key, *BY_LENGTH_COLUMNS[2:]]].reset_index(drop=True)
 
 def eval_by_length(run: dict, bins=LENGTH_BINS):
     """Evaluation metrics per method and chain-length bin: the run's `eval_by_length.csv` (written by the evaluation

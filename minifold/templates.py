@@ -256,17 +256,6 @@ BY_CLASS_COLUMNS = ["method", "sse_class", "n", "tm_mean", "tm_median", "rmsd_me
 def class_table(ev, order: Optional[Sequence[str]] = None, classes: Sequence[str] = SSE_CLASSES):
     "Per method × SSE class of an eval table: n, TM mean/median, RMSD mean, GDT-TS mean (unrounded)."
     import pandas as pd
+    from minifold.report import method_group_table      # the same aggregation as the by-length table
     g = ev.assign(sse_class=pd.Categorical(ev["sse_class"], categories=list(classes)))
-    for c in ("tm", "rmsd", "gdt_ts"):
-        g[c] = pd.to_numeric(g[c], errors="coerce") if c in g.columns else float("nan")
-    methods = list(order) if order is not None else list(dict.fromkeys(g["method"]))
-    methods += [m for m in dict.fromkeys(g["method"]) if m not in methods]
-    rows = []
-    for meth in methods:
-        d = g[g["method"] == meth]
-        if not len(d) and order is not None and meth not in set(g["method"]): continue
-        for cl in classes:
-            x = d[d["sse_class"] == cl]
-            rows.append({"method": meth, "sse_class": cl, "n": len(x), "tm_mean": x.tm.mean(), "tm_median": x.tm.median(),
-                         "rmsd_mean": x.rmsd.mean(), "gdt_ts_mean": x.gdt_ts.mean()})
-    return pd.DataFrame(rows, columns=BY_CLASS_COLUMNS)
+    return method_group_table(g, "sse_class", keep_empty=True, order=order)[BY_CLASS_COLUMNS]
