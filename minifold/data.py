@@ -27,17 +27,17 @@ logger = logging.getLogger("minifold.data")
 # %% auto #0
 __all__ = ['logger', 'REPO_ROOT', 'DATA_DIR', 'SAMPLE_DIR', 'SHARED_DIR', 'CATH42_DIR', 'ARCH_VOCAB_FILE', 'PAD', 'MASK', 'CLS',
            'EOS', 'AMINO_ACIDS', 'AA_TO_TOKEN', 'X', 'VOCAB_SIZE', 'TOKEN_TO_CHAR', 'ARCH_VOCAB', 'ARCH_TO_INDEX',
-           'N_CLASSES', 'N_ARCH', 'ATOMS', 'MIN_LENGTH', 'CATH42_URL', 'CATH42_FILES', 'STRUCTURE_SUFFIXES',
-           'CLASS_NAMES', 'PROMOD3_DEB_MEMBER', 'PROMOD3_DIR', 'PROMOD3_SOURCE', 'PROFILE_ORDER', 'BACKBONE_BONDS',
-           'CA_CA_TRANS', 'CA_CA_CIS', 'PEPTIDE_BREAK', 'PROMOD3_MIN_LENGTH', 'HOMOLOGY_MIN_SEQ_ID', 'HOMOLOGY_MIN_COV',
-           'EXACT_WINDOW', 'MMSEQS_FORMAT', 'default_data_paths', 'tokenize', 'detokenize', 'build_arch_vocab',
-           'cath_labels', 'Chain', 'validate_chain', 'LoadReport', 'ChainSet', 'chain_from_record', 'read_splits',
-           'load_chain_set', 'load_chain_splits', 'fetch_cath42', 'fetch_cath42_main', 'chains_from_atoms',
-           'load_structure_folder', 'chain_to_atoms', 'crop_window', 'featurize', 'ProteinDataset', 'collate',
-           'LengthBucketSampler', 'ProteinLoader', 'make_loader', 'chain_stats', 'plot_dataset_stats',
-           'read_structure_db_header', 'read_structure_db', 'write_structure_db', 'find_structure_db',
-           'backbone_geometry', 'validate_structure_db_record', 'find_mmseqs', 'mmseqs_hits', 'exact_overlaps',
-           'promod3_splits', 'extract_structure_db', 'build_promod3_pack', 'build_promod3_main']
+           'N_CLASSES', 'N_ARCH', 'ATOMS', 'MIN_LENGTH', 'PACK_FORMAT', 'CATH42_URL', 'CATH42_FILES',
+           'STRUCTURE_SUFFIXES', 'CLASS_NAMES', 'PROMOD3_DEB_MEMBER', 'PROMOD3_DIR', 'PROMOD3_SOURCE', 'PROFILE_ORDER',
+           'BACKBONE_BONDS', 'CA_CA_TRANS', 'CA_CA_CIS', 'PEPTIDE_BREAK', 'PROMOD3_MIN_LENGTH', 'HOMOLOGY_MIN_SEQ_ID',
+           'HOMOLOGY_MIN_COV', 'EXACT_WINDOW', 'MMSEQS_FORMAT', 'default_data_paths', 'tokenize', 'detokenize',
+           'build_arch_vocab', 'cath_labels', 'Chain', 'validate_chain', 'LoadReport', 'ChainSet', 'chain_from_record',
+           'write_chain_pack', 'iter_chain_pack', 'read_splits', 'load_chain_set', 'load_chain_splits', 'fetch_cath42',
+           'fetch_cath42_main', 'chains_from_atoms', 'load_structure_folder', 'chain_to_atoms', 'crop_window',
+           'featurize', 'ProteinDataset', 'collate', 'LengthBucketSampler', 'ProteinLoader', 'make_loader',
+           'chain_stats', 'plot_dataset_stats', 'read_structure_db_header', 'read_structure_db', 'write_structure_db',
+           'find_structure_db', 'backbone_geometry', 'validate_structure_db_record', 'find_mmseqs', 'mmseqs_hits',
+           'exact_overlaps', 'promod3_splits', 'extract_structure_db', 'build_promod3_pack', 'build_promod3_main']
 
 # %% ../nbs/01_data.ipynb #01d438fc
 def _package_dir() -> Path:
@@ -264,6 +264,78 @@ def chain_from_record(rec: dict,
     if n_bad and report is not None: report.nonfinite(n_bad, f"{where} ({rec['name']})".strip())
     return Chain(name=str(rec["name"]), seq=seq, coords=xyz, cath=cath, source=str(rec.get("source") or source))
 
+# %% ../nbs/01_data.ipynb #cb519b27
+PACK_FORMAT = "minifold-chain-pack-1"
+_PACK_SCALE = 100.0          # 0.01 Å grid: lossless for ProMod3 (int16, 0.01 Å) and for 2-decimal PDB-derived sets
+
+def write_chain_pack(chains,                           # Chains (e.g. a `load_chain_set` result)
+                     path: Union[str, Path],           # output `.npz`
+                     max_len: Optional[int] = None,    # keep one window of at most this many residues per chain
+                     seed: int = 0,                    # window offsets (seeded uniform) for chains longer than max_len
+                    ) -> dict:
+    "Write chains as a compact `.npz` chain pack (readable by `load_chain_set`); coordinates on a 0.01 Å grid."
+    rng = np.random.default_rng(seed)
+    names, seqs, caths, sources, lens, deltas, nanm, starts = [], [], [], [], [], [], [], []
+    n_cropped = 0
+    for c in chains:
+        L, a = len(c), 0
+        if max_len is not None and L > max_len:
+            a = int(rng.integers(0, L - max_len + 1)); L = max_len; n_cropped += 1
+        x = np.asarray(c.coords, np.float64)[a:a + L].reshape(-1, 3)            # [L*4, 3] Å, N/CA/C/O order
+        nan = ~np.isfinite(x).all(-1)                                            # [L*4] missing atoms
+        q = np.round(x * _PACK_SCALE)
+        q[nan] = np.nan
+        q = _ffill_rows(q)                                                          # a missing atom repeats the last one
+        d = np.diff(q, axis=0, prepend=q[:1])                                    # deltas: ~150 per bond, compress well
+        if np.abs(d).max(initial=0) > 32767:
+            raise ValueError(f"write_chain_pack: chain {c.name!r} has an atom step > 327 Å (a coordinate error?)")
+        names.append(c.name); seqs.append(c.seq[a:a + L]); caths.append(json.dumps(list(c.cath)))
+        sources.append(c.source); lens.append(L); deltas.append(d.astype(np.int16)); nanm.append(nan)
+        starts.append(q[0] if len(q) else np.zeros(3))                           # first atom, absolute (int32)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, format=np.array(PACK_FORMAT), names=np.array(names), seq="".join(seqs),
+                        lengths=np.array(lens, np.int32), start=np.array(starts, np.int32).reshape(-1, 3), cath=np.array(caths), source=np.array(sources),
+                        deltas=np.concatenate(deltas) if deltas else np.zeros((0, 3), np.int16),
+                        nan=np.packbits(np.concatenate(nanm)) if nanm else np.zeros(0, np.uint8))
+    os.replace(tmp, path)
+    return dict(path=str(path), n_chains=len(names), n_residues=int(sum(lens)), n_cropped=n_cropped,
+                max_len=max_len, bytes=path.stat().st_size)
+
+def _ffill_rows(q: np.ndarray) -> np.ndarray:
+    "Forward-fill NaN rows of `[N, 3]` (leading NaN rows → 0)."
+    ok = np.isfinite(q).all(-1)
+    idx = np.where(ok, np.arange(len(q)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = q[idx]
+    out[~ok & (np.cumsum(ok) == 0)] = 0.0
+    return out
+
+def iter_chain_pack(path: Union[str, Path]):
+    "`(index, record)` of a chain pack; records are CATH-format dicts (coords as `[L, 3]` arrays, NaN = missing)."
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+        fmt = str(z["format"]) if "format" in z.files else None
+        if fmt != PACK_FORMAT: raise ValueError(f"format tag {fmt!r}, expected {PACK_FORMAT!r}")
+        names, seq, lens = z["names"], str(z["seq"]), z["lengths"].astype(np.int64)
+        cath, source, deltas, start = z["cath"], z["source"], z["deltas"], z["start"].astype(np.float64)
+        nan = np.unpackbits(z["nan"])[: 4 * int(lens.sum())].astype(bool)
+    except (OSError, ValueError, KeyError, zlib.error, EOFError) as e:
+        raise ValueError(f"{path}: not a readable chain pack ({type(e).__name__}: {e})") from e
+    if deltas.shape != (4 * int(lens.sum()), 3) or len(seq) != int(lens.sum()):
+        raise ValueError(f"{path}: corrupt chain pack: {deltas.shape[0]} atoms / {len(seq)} residues for "
+                         f"{int(lens.sum())} residues in `lengths`")
+    off = np.concatenate([[0], np.cumsum(lens)])
+    for i, name in enumerate(names):
+        a, b = int(off[i]), int(off[i + 1])
+        x = (start[i] + np.cumsum(deltas[4 * a:4 * b].astype(np.float64), axis=0)) / _PACK_SCALE   # [L*4, 3] Å
+        x[nan[4 * a:4 * b]] = np.nan
+        x = x.reshape(b - a, 4, 3)
+        yield i + 1, {"name": str(name), "seq": seq[a:b], "CATH": json.loads(str(cath[i])), "source": str(source[i]),
+                      "coords": {at: x[:, j] for j, at in enumerate(ATOMS)}}
+
+
 # %% ../nbs/01_data.ipynb #edc5539a
 def read_splits(splits_path: Union[str, Path]) -> dict:
     "The splits JSON as a dict {split name: [chain names]} (plus `cath_nodes` when present, as in CATH 4.2)."
@@ -286,7 +358,7 @@ def _split_names(splits: dict, split, splits_path) -> set:
         names.update(splits[s])
     return names
 
-def load_chain_set(path: Union[str, Path],            # chain_set.jsonl or .jsonl.gz (CATH 4.2 format)
+def load_chain_set(path: Union[str, Path],            # chain_set.jsonl or .jsonl.gz (CATH 4.2 format), or a .npz chain pack
                    splits_path: Union[str, Path, None] = None,  # chain_set_splits.json (default: next to `path`)
                    split: Union[str, Sequence[str], None] = None,  # 'train' | 'validation' | 'test' | several
                    strict: bool = False,               # raise on the first bad record instead of counting it
@@ -303,11 +375,12 @@ def load_chain_set(path: Union[str, Path],            # chain_set.jsonl or .json
         names = _split_names(read_splits(splits_path), split, splits_path)
     rep = LoadReport(path=str(path))
     chains, seen, in_file = [], set(), set()
-    for lineno, raw in _iter_lines(path):              # bytes: each line is decoded on its own (below)
-        if not raw.strip(): continue
+    records = iter_chain_pack(path) if path.suffix == ".npz" else _iter_lines(path)
+    for lineno, raw in records:                        # JSON: bytes, each line decoded on its own (below); pack: a dict
+        if isinstance(raw, bytes) and not raw.strip(): continue
         rep.n_records += 1
         try:
-            rec = json.loads(raw.decode("utf-8"))
+            rec = raw if isinstance(raw, dict) else json.loads(raw.decode("utf-8"))
             if not isinstance(rec, dict): raise ValueError(f"line is a JSON {type(rec).__name__}, not an object")
         except ValueError as e:                        # JSONDecodeError, and UnicodeDecodeError (a non-UTF-8 byte)
             what = "not UTF-8" if isinstance(e, UnicodeDecodeError) else "malformed JSON"
