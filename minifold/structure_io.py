@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['BACKBONE_ATOMS', 'AA1', 'three_letter', 'one_letter', 'to_atom_array', 'write_structure', 'structure_string',
-           'read_structure', 'superpose', 'show_structure', 'CLIError', 'load_model', 'validate_sequence', 'read_fasta',
-           'safe_name', 'sequence_batch', 'sample_rmsf', 'sample_main']
+__all__ = ['BACKBONE_ATOMS', 'AA1', 'WEIGHTS_FORMAT', 'DEFAULT_WEIGHTS', 'three_letter', 'one_letter', 'to_atom_array',
+           'write_structure', 'structure_string', 'read_structure', 'superpose', 'show_structure', 'CLIError',
+           'load_model', 'validate_sequence', 'read_fasta', 'safe_name', 'sequence_batch', 'sample_rmsf',
+           'export_weights', 'load_weights', 'sample_main']
 
 # %% ../nbs/41_structure_io.ipynb #20b5f235
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
@@ -281,7 +282,7 @@ def _quiet():
         try: yield
         finally: logging.disable(logging.NOTSET)
 
-def load_model(checkpoint,                  # path to a trainer checkpoint (.pt) or a preset name
+def load_model(checkpoint,                  # trainer checkpoint (.pt), its run folder, an export_weights file, or a preset name
                device="cpu",
                use_ema: bool = True):       # EMA weights when the checkpoint has them
     "Build the model of a checkpoint (or an untrained preset). Returns `(model, preset, info)`; model in eval mode."
@@ -295,7 +296,7 @@ def load_model(checkpoint,                  # path to a trainer checkpoint (.pt)
             with _quiet():                      # "random frozen encoder": we print our own 'untrained' warning
                 model = build_model(preset).to(device).eval()
             return model, preset, {"weights": "untrained", "source": f"preset {checkpoint}"}
-        raise CLIError(f"checkpoint not found: {p} (give a trainer checkpoint file or a preset name: "
+        raise CLIError(f"checkpoint not found: {p} (give a trainer checkpoint, a run folder, a weights file or a preset name: "
                        f"{', '.join(PRESETS)})")
     if p.is_dir():                          # a run folder: its best checkpoint, else the last one
         found = [c for c in (p / "ckpt" / "best.pt", p / "ckpt" / "last.pt", p / "best.pt", p / "last.pt") if c.is_file()]
@@ -306,6 +307,11 @@ def load_model(checkpoint,                  # path to a trainer checkpoint (.pt)
     except Exception as e:      # torch raises many types (UnpicklingError, RuntimeError, EOFError, …) for bad files
         raise CLIError(_unreadable(p, e), 1) from None
     if not isinstance(ck, dict): raise CLIError(f"checkpoint {p} holds a {type(ck).__name__}, not a checkpoint dict", 1)
+    if ck.get("format") == WEIGHTS_FORMAT:                       # an export_weights file (e.g. the shipped data/weights/fold.pt)
+        from minifold.trainer import CheckpointError
+        try: model, preset, info = _model_from_weights(ck, p)
+        except CheckpointError as e: raise CLIError(str(e), 1) from None
+        return model.to(device).eval(), preset, info
     try:
         preset = _checkpoint_preset(ck, p)
         state, which = _ema_state(ck, use_ema)
@@ -382,6 +388,99 @@ def sample_rmsf(ca,                         # [K, L, 3] Å, K samples of one seq
     rmsf = (al - al.mean(0, keepdim=True)).pow(2).sum(-1).mean(0).sqrt()
     return (rmsf * m).numpy()
 
+# %% ../nbs/41_structure_io.ipynb #ab2df42c
+import json
+import hashlib
+import time
+from .config import project_root
+
+WEIGHTS_FORMAT = "minifold.weights/1"
+DEFAULT_WEIGHTS = project_root() / "data" / "weights" / "fold.pt"    # the shipped `fold` preset (EMA weights)
+
+def _sha256(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(chunk), b""): h.update(b)
+    return h.hexdigest()
+
+def _run_of(ckpt: Path) -> tuple[str, dict]:
+    "(run folder name, its config.json `git` entry or {}) of a checkpoint `runs/<name>/ckpt/x.pt`."
+    run = ckpt.parent.parent if ckpt.parent.name == "ckpt" else ckpt.parent
+    git = {}
+    try: git = json.loads((run / "config.json").read_text()).get("git") or {}
+    except (OSError, ValueError, AttributeError): pass
+    return run.name, git
+
+def export_weights(checkpoint,              # trainer checkpoint (runs/<name>/ckpt/best.pt) or its run folder
+                   dest,                    # output file, e.g. data/weights/fold.pt
+                   dtype: str = "float32",  # storage of floating *parameters*: 'float32' or 'float16' (buffers stay as they are)
+                   use_ema: bool = True,    # the EMA weights (what sampling uses); False: the raw model weights
+                   ) -> dict:
+    "Write the slim, sampling-only weights file of a trainer checkpoint; returns its `provenance` dict."
+    from minifold.trainer import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
+    from minifold.model import build_model
+    if dtype not in ("float32", "float16"): raise ValueError(f"export_weights: dtype must be 'float32' or 'float16', got {dtype!r}")
+    src = checkpoint_path(checkpoint)
+    ck = load_checkpoint(src, required=())
+    if ck.get("format") == WEIGHTS_FORMAT: raise CheckpointError(f"{src} is already an exported weights file ({WEIGHTS_FORMAT})")
+    if "model" not in ck: raise CheckpointError(f"{src} is not a trainer checkpoint: it has no 'model' entry")
+    try:
+        preset = _checkpoint_preset(ck, src)
+        state, which = _ema_state(ck, use_ema)
+    except (KeyError, ValueError, TypeError) as e: raise CheckpointError(f"{src}: {e}") from None
+    with _quiet(): model = build_model(preset)
+    bad = _state_mismatch(model, state)
+    if bad: raise CheckpointError(f"{src} does not match preset {preset.name}: {bad}")
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    sd = {}
+    for k in model.state_dict():                                # model order; clone: no shared oversized storages
+        t = state[k].detach().cpu()
+        if dtype == "float16" and k in params and t.is_floating_point(): t = t.half()
+        sd[k] = t.clone().contiguous()
+    run, git = _run_of(src)
+    prov = {"run": run, "source": src.name, "source_sha256": _sha256(src),
+            "epoch": None if ck.get("epoch") is None else int(ck["epoch"]),
+            "global_step": None if ck.get("global_step") is None else int(ck["global_step"]),
+            "weights": which, "dtype": dtype, "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    save_checkpoint(dest, {"format": WEIGHTS_FORMAT, "preset": preset.to_dict(), "state_dict": sd, "provenance": prov})
+    return prov
+
+def _model_from_weights(ck, p: Path):
+    "`(model, preset, info)` of a loaded weights file; problems raise `CheckpointError` (one line)."
+    from minifold.trainer import CheckpointError
+    from minifold.model import build_model
+    if not isinstance(ck, dict): raise CheckpointError(f"weights file {p} holds a {type(ck).__name__}, not a weights dict")
+    fmt = ck.get("format")
+    if fmt != WEIGHTS_FORMAT:
+        kind = (f"a trainer checkpoint (format {fmt!r}): convert it with export_weights, or pass it to minifold-sample --checkpoint"
+                if "model" in ck else f"format {fmt!r}")
+        raise CheckpointError(f"{p} is not a Mini-Fold weights file ({WEIGHTS_FORMAT}): {kind}")
+    missing = [k for k in ("preset", "state_dict") if not isinstance(ck.get(k), dict)]
+    if missing: raise CheckpointError(f"weights file {p} lacks {', '.join(missing)}")
+    try: preset = _preset_from(ck["preset"])
+    except (KeyError, ValueError, TypeError) as e: raise CheckpointError(f"weights file {p}: bad preset entry ({e})") from None
+    with _quiet(): model = build_model(preset)
+    bad = _state_mismatch(model, ck["state_dict"])
+    if bad: raise CheckpointError(f"weights file {p} does not match preset {preset.name}: {bad}")
+    model.load_state_dict(ck["state_dict"], strict=True)         # fp16 entries are cast to the fp32 parameters
+    prov = dict(ck.get("provenance") or {})
+    model.provenance = prov
+    return model.eval(), preset, {"weights": "exported", "source": str(p), "epoch": prov.get("epoch"), "provenance": prov}
+
+def load_weights(path=None,                 # an export_weights file; None: DEFAULT_WEIGHTS (data/weights/fold.pt)
+                 device="cpu"):
+    "The `MiniFold` model of a weights file, in eval mode (`model.provenance` says where it came from)."
+    from minifold.trainer import CheckpointError
+    p = Path(DEFAULT_WEIGHTS if path is None else path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"weights file {p} does not exist" + (" (the shipped weights are not installed)" if path is None else ""))
+    try: ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"weights file {p} is corrupt or not a weights-only file ({type(e).__name__})") from None
+    model, _, _ = _model_from_weights(ck, p)
+    return model.to(device).eval()
+
 # %% ../nbs/41_structure_io.ipynb #1ac9c2a3
 import argparse
 
@@ -393,14 +492,17 @@ def _build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="minifold-sample", description="Sample protein backbones for sequences with a Mini-Fold model.")
     ap.add_argument("--seq", action="append", default=[], help="amino-acid sequence (repeatable)")
     ap.add_argument("--fasta", help="FASTA file with one or more sequences")
-    ap.add_argument("--checkpoint", required=True, help="trainer checkpoint (.pt; EMA weights are used) or a preset name")
+    ap.add_argument("--checkpoint", default=None,
+                    help="trainer checkpoint (.pt; EMA weights are used), its run folder, an exported weights file or a preset name "
+                         "(default: the shipped data/weights/fold.pt)")
     ap.add_argument("--n-samples", type=int, default=1, help="samples per sequence (default 1)")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like (default 0)")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight w (default 1 = off)")
     ap.add_argument("--no-self-cond", action="store_true", help="disable self-conditioning during sampling")
     ap.add_argument("--rg-rescale", action="store_true", help="rescale samples to the Rg predictor's radius of gyration")
-    ap.add_argument("--out-dir", default="samples", help="output folder (default ./samples)")
+    ap.add_argument("--out-dir", default=None, help="output folder (default ./samples)")
+    ap.add_argument("--out", help="output file (.pdb, .cif, .mmcif) for one sequence and one sample, instead of --out-dir")
     ap.add_argument("--format", choices=["pdb", "cif"], default="pdb", help="output format (default pdb)")
     ap.add_argument("--reference", help="reference structure (PDB/mmCIF) to score samples against")
     ap.add_argument("--reference-chain", help="chain id in the reference (default: first protein chain)")
@@ -432,7 +534,19 @@ def _run_sampling(a) -> int:
     _check_args(a)
     records = [(f"seq{i + 1}", s) for i, s in enumerate(a.seq)] + (read_fasta(a.fasta) if a.fasta else [])
     for name, s in records: validate_sequence(s, name)        # characters first: fail before loading a model
+    if a.out is not None:
+        if a.out_dir is not None: raise CLIError("give --out FILE or --out-dir DIR, not both")
+        if len(records) != 1 or a.n_samples != 1:
+            raise CLIError(f"--out FILE takes one sequence and one sample (got {len(records)} sequence(s) x {a.n_samples} "
+                           "sample(s)); use --out-dir DIR")
+        if Path(a.out).suffix.lower() not in (".pdb", ".cif", ".mmcif"):
+            raise CLIError(f"--out {a.out}: unknown structure format {Path(a.out).suffix!r}; use .pdb, .cif or .mmcif")
     device = _device(a.device)
+    if a.checkpoint is None:                                     # the shipped weights (looked up now: tests may move them)
+        if not Path(DEFAULT_WEIGHTS).is_file():
+            raise CLIError(f"no --checkpoint given and the shipped weights {DEFAULT_WEIGHTS} are not there; pass --checkpoint "
+                           "runs/<name>/ckpt/best.pt (a trainer checkpoint, a run folder or an export_weights file)", 1)
+        a.checkpoint = str(DEFAULT_WEIGHTS)
     model, preset, info = load_model(a.checkpoint, device)
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
@@ -462,7 +576,7 @@ def _run_sampling(a) -> int:
                 print(f"minifold-sample: warning: {n} is {100 * ident:.0f}% identical to the reference sequence", file=sys.stderr)
     if info["weights"] == "untrained":
         print(f"minifold-sample: warning: {info['source']} has untrained weights; samples are noise-level", file=sys.stderr)
-    out_dir = Path(a.out_dir)
+    out_dir = Path(a.out).parent if a.out is not None else Path(a.out_dir or "samples")
     try: out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise CLIError(f"cannot create --out-dir {out_dir}: {e}", 1) from None
     gen = torch.Generator().manual_seed(a.seed)
@@ -479,13 +593,14 @@ def _run_sampling(a) -> int:
             ca_k = res["ca"][j * K:(j + 1) * K, :L].cpu()                     # [K, L, 3]
             bf = sample_rmsf(ca_k)
             for k in range(K):
-                path = write_structure(out_dir / f"{names[i]}_s{k}.{a.format}", coords[j * K + k, :L], seqs[i], b_factors=bf)
+                path = write_structure(Path(a.out) if a.out is not None else out_dir / f"{names[i]}_s{k}.{a.format}",
+                                       coords[j * K + k, :L], seqs[i], b_factors=bf)
                 written.append(path)
             if ref is not None: rows += _score(names[i], seqs[i], ca_k, ref, a, written[-K:])
     for pth in written: print(pth)
     if ref is not None:
         import csv
-        csv_path = out_dir / "metrics.csv"
+        csv_path = Path(a.out).with_suffix(".metrics.csv") if a.out is not None else out_dir / "metrics.csv"
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
         best = max(rows, key=lambda r: r["tm"])
