@@ -41,10 +41,11 @@ from minifold.trainer import Trainer, ChainBatches, default_encoder_weights   # 
 T_GRID = (0, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 999)
 
 
-def pick_chains(n, max_len, min_len, seed=0):
+def pick_chains(n, max_len, min_len, seed=0, data=None, splits=None):
     "n training chains with min_len <= L <= max_len, all Cα observed (seeded choice), from the shared pack if present."
-    try: data, splits = default_data_paths("shared")
-    except FileNotFoundError: data, splits = default_data_paths("sample")
+    if data is None:
+        try: data, splits = default_data_paths("shared")
+        except FileNotFoundError: data, splits = default_data_paths("sample")
     tr = load_chain_splits(data, splits, splits=("train",))["train"]
     ok = [c for c in tr if min_len <= len(c) <= max_len and np.isfinite(np.asarray(c.coords)[:, 1]).all()]
     idx = np.sort(np.random.default_rng(seed).choice(len(ok), n, replace=False))
@@ -103,6 +104,9 @@ def main(argv=None):
     ap.add_argument("--noise-seeds", type=int, default=2)
     ap.add_argument("--ddpm", action="store_true", help="also ancestral DDPM over all T steps (slow)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default=None, help="chain_set.jsonl[.gz] (default: the shared pack, else data/sample)")
+    ap.add_argument("--splits", default=None, help="its splits JSON (default: next to --data)")
+    ap.add_argument("--device", default="cpu", help="train on this device (cpu | cuda); evaluation always runs on the CPU")
     ap.add_argument("--set", nargs="*", default=[], help="extra preset overrides field=value (python literals)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--save-model", default=None, help="save the trained weights + EMA here (re-evaluate with --load-model)")
@@ -120,9 +124,10 @@ def main(argv=None):
     preset = get_preset(args.preset, max_len=args.max_len, batch_size=args.n_chains, grad_accum=1, epochs=args.epochs,
                         warmup_epochs=0, constant_epochs=max(1, args.epochs // 2), lr=args.lr, ema_decay=args.ema_decay,
                         p_uncond=0.0, ddim_every=0, patience=10 ** 6, bond_anneal_epochs=1, bb_ramp_epochs=0, **extra)
-    chains, data = pick_chains(args.n_chains, args.max_len, args.min_len)
+    chains, data = pick_chains(args.n_chains, args.max_len, args.min_len, data=args.data,
+                               splits=args.splits or (Path(args.data).parent / "chain_set_splits.json" if args.data else None))
     print(f"{len(chains)} chains from {data}: " + ", ".join(f"{c.name}({len(c)})" for c in chains))
-    model = build_model(preset, encoder_weights=default_encoder_weights(preset))
+    model = build_model(preset, encoder_weights=default_encoder_weights(preset)).to(args.device)
     src = ChainBatches(chains * steps_per_epoch, preset, train=True, seed=0)
     # one batch = all chains: the bucket sampler batches by length, so give it exactly the chains once per step
     src.epoch_batches = lambda epoch: [list(range(k * len(chains), (k + 1) * len(chains))) for k in range(steps_per_epoch)]
@@ -140,6 +145,7 @@ def main(argv=None):
                 torch.save({"model": model.state_dict(), "ema": tr.ema.state_dict(), "rows": rows,
                             "steps": tr.global_step}, args.save_model)
         train_s = time.time() - t0
+        model.cpu()                                              # evaluation on the CPU (EMA shadow is copied in)
         batch = collate([featurize(c) for c in chains])
         results = {"raw": evaluate(model, batch, args, "raw weights")}
         with tr.ema.swapped(model):
@@ -151,7 +157,8 @@ def main(argv=None):
            "epochs": [{k: r.get(k) for k in ("epoch", "train_total", "train_fape", "train_fape_unclamped", "train_rot",
                                               "val_total")} for r in rows],
            "results": results, "command": "python benchmarks/memorize.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__}}
+           "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
+                       "train_device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}}
     print(f"\ntrained {tr.global_step} steps in {train_s:.0f} s; final train total {rows[-1]['train_total']:.3f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -209,17 +209,37 @@ class IPADenoiser(nn.Module):
         self.backbone_head = BackboneAtomHead(p.d_single) if p.backbone_head else None
         self.grad_checkpoint = bool(p.grad_checkpoint)
         self.frame_reference = getattr(p, "frame_init_reference", "mean")
+        self.sc_init = getattr(p, "sc_init", "seed")
+        if self.sc_init not in ("seed", "blend"): raise ValueError(f"IPADenoiser: sc_init must be 'seed' or 'blend', got {self.sc_init!r}")
 
-    def init_frames(self, x_t, mask, conf=None, self_cond=None):
-        "Initial (R, t): SNR-gated frames of x_t, or the clean (t=0) frames of the previous x0 estimate."
-        if self_cond is not None:
+    def init_frames(self, x_t, mask, conf=None, self_cond=None, x_scale=None):
+        "Initial (R [B, L, 3, 3], t [B, L, 3]) of the structure module; see the prose above for the three modes."
+        trans = x_t
+        if x_scale is not None:   # c(t)·x_t ≈ E[x0 | x_t], shrunk about the chain centroid (translation-equivariant)
+            m = mask[..., None].to(x_t.dtype)
+            mu = (x_t * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)   # [B, 1, 3]
+            trans = mu + (x_t - mu) * x_scale.to(x_t)[:, None, None]
+        if self_cond is not None and self.sc_init == "seed":
             # rotations: the clean (conf = 1) Gram-Schmidt frames of the previous x0 estimate; translations: x_t.
-            # Starting the translations from the previous x0 instead would make the output independent of x_t
+            # Starting the translations from the previous x0 at every t would make the output independent of x_t
             # (found by the sampling notebook: DDIM η then had no effect), so the noised state stays the input.
             R_sc, _ = snr_gated_frames(self_cond["x0"].detach(), mask, 1.0, self.frame_reference)
-            return R_sc, x_t
-        if conf is None: raise ValueError("IPADenoiser needs conf(t) (NoiseSchedule.frame_confidence) without self_cond")
-        return snr_gated_frames(x_t, mask, conf, self.frame_reference)
+            return R_sc, trans
+        if conf is None: raise ValueError("IPADenoiser needs conf(t) (NoiseSchedule.frame_confidence)")
+        if self_cond is None: return snr_gated_frames(x_t, mask, conf, self.frame_reference)[0], trans
+        # 'blend': what x_t cannot tell yet, the previous estimate does. Rotations slerp from the clean frames of
+        # x̂0_prev (conf 0, high noise) to the Gram-Schmidt frames of x_t (conf 1); translations mix
+        # w·trans + (1 − w)·x̂0_prev with w = c(t) (MMSE init) or conf. Both ends are the no-self-conditioning
+        # init at low noise, so x_t stays the input where it is informative.
+        with torch.autocast(device_type=x_t.device.type, enabled=False):             # fp32 island: frames
+            x_sc = self_cond["x0"].detach().float()
+            R_sc, _ = frames_from_ca(x_sc, mask)
+            R_xt, _ = frames_from_ca(x_t.float(), mask)
+            c = torch.as_tensor(conf, dtype=torch.float32, device=x_t.device).clamp(0.0, 1.0)
+            c = c.reshape(-1, 1) if c.dim() else c.reshape(1, 1)                       # [B or 1, 1] → over L
+            R = R_sc @ slerp_rot(R_sc.transpose(-1, -2) @ R_xt, c)
+            w = (x_scale.float().clamp(0.0, 1.0) if x_scale is not None else c.reshape(-1)).reshape(-1, 1, 1)
+            return R, w * trans.float() + (1.0 - w) * x_sc
 
     def forward(self,
                 single: torch.Tensor,   # [B, L, d_cond_single] conditioning single representation
@@ -241,8 +261,7 @@ class IPADenoiser(nn.Module):
         if self_cond is not None:
             p = self.preset
             z = z + self.sc_pair(sc_distogram(self_cond["x0"].detach(), mask, p.n_dist_bins, p.dist_min, p.dist_max))
-        R, trans = self.init_frames(x_t, mask, conf, self_cond)      # rotations from x_t itself (scale-free)
-        if x_scale is not None: trans = trans * x_scale.to(trans)[:, None, None]
+        R, trans = self.init_frames(x_t, mask, conf, self_cond, x_scale)
         for layer in self.layers:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 s, R, trans = checkpoint(layer, s, z, R, trans, mask, use_reentrant=False)

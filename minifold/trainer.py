@@ -834,11 +834,11 @@ def ema_weights(init_from) -> dict:
     return sd
 
 def default_encoder_weights(preset: Preset) -> Optional[Path]:
-    "data/weights/encoder_cpu.pt for presets with the seed-architecture encoder ('cpu'/'seed'), when it exists."
-    if preset.encoder in ("cpu", "seed"):
-        p = project_root() / "data" / "weights" / "encoder_cpu.pt"
-        if p.exists(): return p
-    return None
+    "Shipped Stage-1 weights of a preset's encoder, when they exist: encoder_cpu.pt ('cpu'/'seed'), encoder_fold.pt ('fold')."
+    name = {"cpu": "encoder_cpu.pt", "seed": "encoder_cpu.pt", "fold": "encoder_fold.pt"}.get(preset.encoder)
+    if name is None: return None
+    p = project_root() / "data" / "weights" / name
+    return p if p.exists() else None
 
 # %% ../nbs/31_trainer.ipynb #5cdbd329
 def train(version: str = "tiny",                 # preset name (v10 … v14, tiny, small)
