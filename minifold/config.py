@@ -261,6 +261,8 @@ class EncoderPreset:
     w_contact: float = 1.0
     contact_min_sep: int = 3          # contact BCE only on pairs |i-j| >= this (closer pairs are contacts by chain geometry)
     contact_pos_weight: float = 1.0   # BCE weight of positive pairs
+    profile: bool = False             # also read batch["profile"] [B, L, 20] (sequence profiles, nbs/01_data) through a
+                                      # zero-initialised projection into the single track; off = the sequence-only encoder
 
     def replace(self, **kw) -> "EncoderPreset":
         "A copy with some fields changed (unknown fields raise `KeyError`)."

@@ -30,14 +30,17 @@ __all__ = ['logger', 'REPO_ROOT', 'DATA_DIR', 'SAMPLE_DIR', 'SHARED_DIR', 'CATH4
            'N_CLASSES', 'N_ARCH', 'ATOMS', 'MIN_LENGTH', 'PACK_FORMAT', 'CATH42_URL', 'CATH42_FILES',
            'STRUCTURE_SUFFIXES', 'CLASS_NAMES', 'PROMOD3_DEB_MEMBER', 'PROMOD3_DIR', 'PROMOD3_SOURCE', 'PROFILE_ORDER',
            'BACKBONE_BONDS', 'CA_CA_TRANS', 'CA_CA_CIS', 'PEPTIDE_BREAK', 'PROMOD3_MIN_LENGTH', 'HOMOLOGY_MIN_SEQ_ID',
-           'HOMOLOGY_MIN_COV', 'EXACT_WINDOW', 'MMSEQS_FORMAT', 'default_data_paths', 'tokenize', 'detokenize',
-           'build_arch_vocab', 'cath_labels', 'Chain', 'validate_chain', 'LoadReport', 'ChainSet', 'chain_from_record',
-           'write_chain_pack', 'iter_chain_pack', 'read_splits', 'load_chain_set', 'load_chain_splits', 'fetch_cath42',
-           'fetch_cath42_main', 'chains_from_atoms', 'load_structure_folder', 'chain_to_atoms', 'crop_window',
-           'featurize', 'ProteinDataset', 'collate', 'LengthBucketSampler', 'ProteinLoader', 'make_loader',
-           'chain_stats', 'plot_dataset_stats', 'read_structure_db_header', 'read_structure_db', 'write_structure_db',
-           'find_structure_db', 'backbone_geometry', 'validate_structure_db_record', 'find_mmseqs', 'mmseqs_hits',
-           'exact_overlaps', 'promod3_splits', 'extract_structure_db', 'build_promod3_pack', 'build_promod3_main']
+           'HOMOLOGY_MIN_COV', 'EXACT_WINDOW', 'MMSEQS_FORMAT', 'PROFILES_FORMAT', 'PROFILE_DIM', 'PROFILE_ROW_TOL',
+           'default_data_paths', 'tokenize', 'detokenize', 'build_arch_vocab', 'cath_labels', 'Chain', 'validate_chain',
+           'LoadReport', 'ChainSet', 'chain_from_record', 'write_chain_pack', 'iter_chain_pack', 'read_splits',
+           'load_chain_set', 'load_chain_splits', 'fetch_cath42', 'fetch_cath42_main', 'chains_from_atoms',
+           'load_structure_folder', 'chain_to_atoms', 'crop_window', 'featurize', 'ProteinDataset', 'collate',
+           'LengthBucketSampler', 'ProteinLoader', 'make_loader', 'chain_stats', 'plot_dataset_stats',
+           'read_structure_db_header', 'read_structure_db', 'write_structure_db', 'find_structure_db',
+           'backbone_geometry', 'validate_structure_db_record', 'find_mmseqs', 'mmseqs_hits', 'exact_overlaps',
+           'promod3_splits', 'extract_structure_db', 'build_promod3_pack', 'build_promod3_main', 'onehot_profile',
+           'validate_profile', 'ProfileSet', 'extract_profiles', 'save_profiles', 'load_profiles',
+           'write_promod3_profiles']
 
 # %% ../nbs/01_data.ipynb #01d438fc
 def _package_dir() -> Path:
@@ -264,7 +267,7 @@ def chain_from_record(rec: dict,
     if n_bad and report is not None: report.nonfinite(n_bad, f"{where} ({rec['name']})".strip())
     return Chain(name=str(rec["name"]), seq=seq, coords=xyz, cath=cath, source=str(rec.get("source") or source))
 
-# %% ../nbs/01_data.ipynb #cb519b27
+# %% ../nbs/01_data.ipynb #822792c7
 PACK_FORMAT = "minifold-chain-pack-1"
 _PACK_SCALE = 100.0          # 0.01 Å grid: lossless for ProMod3 (int16, 0.01 Å) and for 2-decimal PDB-derived sets
 
@@ -602,7 +605,10 @@ def crop_window(length: int, max_len: Optional[int], train: bool = False,
         start = (length - max_len) // 2
     return start, start + max_len
 
-def featurize(chain: Chain, crop: Optional[tuple[int, int]] = None) -> dict:
+def featurize(chain: Chain, crop: Optional[tuple[int, int]] = None,
+              profile: Optional[np.ndarray] = None,   # [len(chain), 20] sequence profile → `profile` [L, 20] (cropped)
+              profile_real: bool = True,             # False: `profile` is the one-hot fallback (→ `profile_real`)
+             ) -> dict:
     "Per-chain tensors of the batch contract (unpadded, no batch dim); `crop=(start, end)` keeps original residue numbers."
     L0 = len(chain.seq)
     start, end = (0, L0) if crop is None else (int(crop[0]), int(crop[1]))
@@ -620,7 +626,7 @@ def featurize(chain: Chain, crop: Optional[tuple[int, int]] = None) -> dict:
     contacts = ((d < CONTACT_CUTOFF) & contact_mask).astype(np.float32)
     cls, arch = cath_labels(chain.cath)
     bb_t = torch.from_numpy(bb)
-    return {
+    out = {
         "name": chain.name,
         "tokens": torch.from_numpy(tokens),                              # [L] long
         "mask": torch.ones(L, dtype=torch.bool),                         # [L]
@@ -637,6 +643,13 @@ def featurize(chain: Chain, crop: Optional[tuple[int, int]] = None) -> dict:
         "cath_arch": torch.tensor(arch, dtype=torch.long),
         "length": torch.tensor(L, dtype=torch.long),
     }
+    if profile is not None:                                              # optional encoder input (see "Sequence profiles")
+        prof = np.asarray(profile, dtype=np.float32)
+        if prof.shape != (L0, PROFILE_DIM):
+            raise ValueError(f"{chain.name}: profile shape {prof.shape}, expected ({L0}, {PROFILE_DIM})")
+        out["profile"] = torch.from_numpy(np.ascontiguousarray(prof[start:end]))   # [L, 20]
+        out["profile_real"] = torch.tensor(bool(profile_real))
+    return out
 
 # %% ../nbs/01_data.ipynb #7cd4f60a
 class ProteinDataset(torch.utils.data.Dataset):
@@ -644,7 +657,8 @@ class ProteinDataset(torch.utils.data.Dataset):
     def __init__(self, chains: Sequence[Chain],
                  max_len: Optional[int] = MAX_LEN,   # crop length (None: no crop)
                  train: bool = True,                 # random (True) or centre (False) crops
-                 seed: int = 0):
+                 seed: int = 0,
+                 profiles=None):                     # {name: [L, 20]}: every item gets `profile` (one-hot fallback, flagged)
         self.chains, self.max_len, self.train, self.seed, self.epoch = list(chains), max_len, train, seed, 0
         bad = [(c.name, r) for c in self.chains if (r := validate_chain(c))]
         if bad: raise ValueError(f"ProteinDataset: {len(bad)} unusable chains, e.g. {bad[:3]}; load them with load_chain_set")
@@ -654,6 +668,18 @@ class ProteinDataset(torch.utils.data.Dataset):
             logger.info(f"ProteinDataset: {self.n_unknown_residues} residues mapped to X in {self.n_chains_with_unknown} chains")
         n_lab = sum(cath_labels(c.cath)[0] >= 0 for c in self.chains)
         self.n_labelled = int(n_lab)
+        self.profiles, self.profile_fallback, self.n_profile_fallback = None, {}, 0
+        if profiles is not None:                        # a real profile where one fits the chain, else None (→ one-hot)
+            self.profiles, fb = [], Counter()
+            for c in self.chains:
+                p = profiles.get(c.name)
+                why = "no_profile" if p is None else validate_profile(p, c.seq)
+                if why: fb[why] += 1
+                self.profiles.append(None if why else np.asarray(p, np.float32))
+            self.profile_fallback, self.n_profile_fallback = dict(sorted(fb.items())), int(sum(fb.values()))
+            if self.n_profile_fallback:
+                logger.warning(f"ProteinDataset: {self.n_profile_fallback} of {len(self.chains)} chains have no usable profile "
+                               f"{self.profile_fallback}: one-hot-of-sequence fallback, flagged profile_real=False")
 
     def __len__(self): return len(self.chains)
 
@@ -671,7 +697,10 @@ class ProteinDataset(torch.utils.data.Dataset):
         return crop_window(len(self.chains[i]), self.max_len, self.train, rng)
 
     def __getitem__(self, i: int) -> dict:
-        return featurize(self.chains[i], self.crop_for(i))
+        if self.profiles is None: return featurize(self.chains[i], self.crop_for(i))
+        p = self.profiles[i]
+        return featurize(self.chains[i], self.crop_for(i), profile=onehot_profile(self.chains[i].seq) if p is None else p,
+                         profile_real=p is not None)
 
 _PAD_VALUES = {"tokens": PAD}
 
@@ -692,6 +721,13 @@ def collate(items: Sequence[dict]) -> dict:
         out[k] = t
     for k in ("cath_class", "cath_arch", "length"):
         out[k] = torch.stack([it[k] for it in items])
+    if any("profile" in it for it in items):            # optional; an item without one gets its one-hot, flagged
+        prof, real = torch.zeros((B, Lmax, PROFILE_DIM)), torch.zeros(B, dtype=torch.bool)
+        for b, it in enumerate(items):
+            if "profile" in it: p, real[b] = it["profile"], bool(it.get("profile_real", True))
+            else: p = torch.from_numpy(onehot_profile(detokenize(it["tokens"])))
+            prof[b, :p.shape[0]] = p
+        out["profile"], out["profile_real"] = prof, real
     return out
 
 class LengthBucketSampler(torch.utils.data.Sampler):
@@ -767,14 +803,15 @@ def make_loader(chains: Sequence[Chain],
                 train: bool = True,               # random crops + shuffled buckets (True) or centre crops in order
                 seed: int = 0,
                 num_workers: int = 0,
-                drop_last: bool = False) -> ProteinLoader:
+                drop_last: bool = False,
+                profiles=None) -> ProteinLoader:          # {name: [L, 20]} → batch["profile"], ["profile_real"]
     "A deterministic, length-bucketed loader of batch dicts for `chains`."
     if hasattr(preset_or_max_len, "max_len"):
         max_len = preset_or_max_len.max_len
         batch_size = batch_size or getattr(preset_or_max_len, "batch_size", 4)
     else:
         max_len, batch_size = preset_or_max_len, batch_size or 4
-    ds = ProteinDataset(chains, max_len=max_len, train=train, seed=seed)
+    ds = ProteinDataset(chains, max_len=max_len, train=train, seed=seed, profiles=profiles)
     sampler = LengthBucketSampler(ds.lengths, batch_size, shuffle=train, seed=seed, drop_last=drop_last)
     return ProteinLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
@@ -1250,7 +1287,7 @@ def build_promod3_pack(structure_db: Union[str, Path],      # structure_db.dat
                        ref_splits_path: Union[str, Path] = SHARED_DIR / "chain_set_splits.json",
                        ref_chain_set: Union[str, Path] = SHARED_DIR / "chain_set.jsonl.gz",
                        include_ref_train: bool = False,    # add the reference train chains (homology-filtered as well)
-                       profiles: bool = False,             # also write profiles.npz {name: [L, 20] float16}
+                       profiles: bool = False,             # also write profiles.npz (save_profiles) of the train chains
                        min_length: int = PROMOD3_MIN_LENGTH,
                        bond_tol: float = 0.15, caca_tol: float = 0.25, max_bad_fraction: float = 0.02,
                        threads: int = 2, mmseqs: Optional[str] = None, evalue: float = 1e-3,
@@ -1290,12 +1327,14 @@ def build_promod3_pack(structure_db: Union[str, Path],      # structure_db.dat
     if lost: raise ValueError(f"{len(lost)} split chains have no record in the pack, e.g. {sorted(lost)[:5]}")
     os.replace(out / "chain_set.jsonl.gz.part", jsonl)
     (out / "chain_set_splits.json").write_text(json.dumps(splits))
-    if profiles:
-        np.savez(out / "profiles.npz", **{r["name"]: r["profile"].astype(np.float16) for r in kept if r["name"] in train})
+    prof_info = None
+    if profiles:                                               # validated, one compact file (see "Sequence profiles")
+        ps = extract_profiles([r for r in kept if r["name"] in train])
+        prof_info = dict(save_profiles(ps, out / "profiles.npz"), skipped=dict(sorted(ps.report.skipped.items())))
     t_total = time.perf_counter() - t0
     report = {"structure_db": str(structure_db), "n_chains_read": len(recs), "n_residues_read": int(sum(len(r["seq"]) for r in recs)),
               "n_valid": len(kept), "skipped": dict(sorted(rep.skipped.items())), "skip_details": rep.details,
-              **counts, "n_records_written": len(written),
+              **counts, "n_records_written": len(written), **({"profiles": prof_info} if prof_info else {}),
               "params": {"min_length": min_length, "bond_tol": bond_tol, "caca_tol": caca_tol, "max_bad_fraction": max_bad_fraction,
                          "min_seq_id": HOMOLOGY_MIN_SEQ_ID, "min_cov": HOMOLOGY_MIN_COV, "cov_mode": "either",
                          "sensitivity": 7.5, "evalue": evalue, "exact_window": EXACT_WINDOW,
@@ -1339,3 +1378,164 @@ def build_promod3_main(argv: Optional[Sequence[str]] = None):
           f"{rep['removed_total']}; train {rep['final_train']}, validation {rep['final_validation']}, test {rep['final_test']} "
           f"(all counts: {Path(a.out) / 'build_report.json'})")
     # returns None: a console script's return value becomes its exit status
+
+# %% ../nbs/01_data.ipynb #b7f1e2a1
+PROFILES_FORMAT = "minifold-profiles-1"
+PROFILE_DIM = len(PROFILE_ORDER)          # 20 columns, PROFILE_ORDER = AMINO_ACIDS (token 4 + k ↔ column k)
+PROFILE_ROW_TOL = 0.02                    # |row sum − 1| allowed (the Debian file: 0.9984 … 1.0003)
+_PROFILE_Q = 255                          # uint8 steps of a stored frequency
+_AA_COL = np.full(256, -1, np.int64)
+for _k, _a in enumerate(PROFILE_ORDER): _AA_COL[ord(_a)] = _AA_COL[ord(_a.lower())] = _k
+
+def onehot_profile(seq: str) -> np.ndarray:
+    """The fallback profile of a chain that has none: one-hot of its sequence `[L, 20]` float32 in `PROFILE_ORDER`
+    (a one-sequence alignment); a residue outside the 20 (`X`, anything unknown) gets the uniform row 1/20."""
+    col = _AA_COL[np.frombuffer(seq.encode("ascii", "replace"), np.uint8)] if seq else np.zeros(0, np.int64)
+    out = np.full((len(seq), PROFILE_DIM), 1.0 / PROFILE_DIM, np.float32)
+    ok = np.nonzero(col >= 0)[0]
+    out[ok] = 0.0; out[ok, col[ok]] = 1.0
+    return out
+
+def validate_profile(profile, seq: Optional[str] = None, tol: float = PROFILE_ROW_TOL) -> Optional[str]:
+    "None if `profile` is a usable `[len(seq), 20]` frequency table (rows ≥ 0 summing to 1 ± `tol`), else the reason."
+    p = np.asarray(profile)
+    if p.ndim != 2 or p.shape[1] != PROFILE_DIM: return "bad_shape"
+    if seq is not None and p.shape[0] != len(seq): return "length_mismatch"
+    if p.shape[0] == 0: return "empty"
+    p = p.astype(np.float32)
+    if not np.isfinite(p).all(): return "nonfinite"
+    if (p < 0).any(): return "negative"
+    if np.abs(p.sum(1) - 1.0).max() > tol: return "bad_row_sum"
+    return None
+
+class ProfileSet(dict):
+    "`{chain name: [L, 20] float32 profile}` that also carries the `LoadReport` of how it was made (`.report`)."
+    def __init__(self, items=(), report: Optional[LoadReport] = None):
+        super().__init__(items)
+        self.report = report if report is not None else LoadReport()
+
+def extract_profiles(structure_db,                          # structure_db.dat path, or `read_structure_db(..., profiles=True)` records
+                     chains=None,                           # names or `Chain`s to extract (None: every chain of the file)
+                     tol: float = PROFILE_ROW_TOL,
+                     verbose: bool = False) -> ProfileSet:
+    """Per-chain sequence profiles `[L, 20]` float32 (`PROFILE_ORDER`) of a ProMod3 StructureDB, by chain name, each
+    checked by `validate_profile` (and against the `Chain`'s sequence when `Chain`s are given). Bad profiles and
+    duplicate names are counted skips with a message; requested names absent from the file are counted too."""
+    is_path = isinstance(structure_db, (str, Path))
+    recs = read_structure_db(structure_db, profiles=True) if is_path else structure_db
+    want = None
+    if chains is not None:
+        want = {(c.name if isinstance(c, Chain) else str(c)): (c.seq if isinstance(c, Chain) else None) for c in chains}
+    rep = LoadReport(path=str(structure_db) if is_path else "<structure_db records>")
+    out, seen = ProfileSet(report=rep), set()
+    for r in recs:
+        nm, seq = r["name"], r["seq"]
+        if want is not None and nm not in want: rep.n_outside_split += 1; continue
+        rep.n_records += 1
+        if nm in seen: rep.skip("duplicate_name", f"{nm}: a second chain of this name, the first one is kept"); continue
+        seen.add(nm)
+        if r.get("profile") is None: rep.skip("no_profile", f"{nm}: record without a profile"); continue
+        why = validate_profile(r["profile"], seq, tol)
+        if why is None and want is not None and want[nm] is not None and want[nm].upper() != seq.upper():
+            why = "sequence_mismatch"
+        if why:
+            p = np.asarray(r["profile"])
+            rs = p.sum(1) if p.ndim == 2 and len(p) else np.zeros(1)
+            rep.skip(why, f"{nm}: L={len(seq)}, profile {p.shape}, row sums {rs.min():.4f} … {rs.max():.4f}"); continue
+        out[nm] = np.asarray(r["profile"], np.float32)
+    if want is not None:
+        missing = [n for n in want if n not in seen]
+        rep.n_missing_from_file = len(missing)
+        if missing and len(rep.details) < rep.MAX_DETAILS:
+            rep.details.append(f"not in the structure DB: {len(missing)} requested chains, e.g. {missing[:3]}")
+    rep.n_loaded = len(out)
+    if verbose: print(rep.summary())
+    return out
+
+def save_profiles(profiles,                                 # {name: [L, 20]} (e.g. a ProfileSet)
+                  path: Union[str, Path],                   # output .npz
+                  dtype: str = "uint8",                     # "uint8" (round(255·p)) or "float16"
+                 ) -> dict:
+    "All profiles as one compressed `.npz` (names, lengths, concatenated rows) → `{path, n_chains, n_residues, dtype, bytes}`."
+    names = [str(n) for n in profiles]
+    arrs = [np.asarray(profiles[n], np.float32) for n in profiles]
+    for n, a in zip(names, arrs):
+        if a.ndim != 2 or a.shape[1] != PROFILE_DIM or not np.isfinite(a).all():
+            raise ValueError(f"save_profiles: {n!r} is not a finite [L, {PROFILE_DIM}] profile (shape {a.shape})")
+    cat = np.concatenate(arrs) if arrs else np.zeros((0, PROFILE_DIM), np.float32)
+    if dtype == "uint8": data = np.rint(np.clip(cat, 0.0, 1.0) * _PROFILE_Q).astype(np.uint8)
+    elif dtype == "float16": data = cat.astype(np.float16)
+    else: raise ValueError(f"save_profiles: dtype must be 'uint8' or 'float16', got {dtype!r}")
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, format=np.array(PROFILES_FORMAT), order=np.array(PROFILE_ORDER), names=np.array(names),
+                        lengths=np.array([len(a) for a in arrs], np.int64), data=data)
+    os.replace(tmp, path)
+    return dict(path=str(path), n_chains=len(names), n_residues=int(len(cat)), dtype=dtype, bytes=path.stat().st_size)
+
+def _profile_entries(z, path):
+    "(name, raw [L, 20] array, quantization scale) of a profiles .npz: the compact layout or the older {name: array}."
+    if "format" not in z.files:                                   # older layout: one float16 array per chain
+        for k in z.files: yield k, z[k], 1.0
+        return
+    fmt, order = str(z["format"]), str(z["order"]) if "order" in z.files else None
+    if fmt != PROFILES_FORMAT: raise ValueError(f"{path}: profiles format {fmt!r}, expected {PROFILES_FORMAT!r}")
+    if order != PROFILE_ORDER: raise ValueError(f"{path}: profile columns {order!r}, expected {PROFILE_ORDER!r}")
+    names, lens, data = z["names"], z["lengths"].astype(np.int64), z["data"]
+    if data.shape != (int(lens.sum()), PROFILE_DIM) or len(names) != len(lens):
+        raise ValueError(f"{path}: corrupt profiles file: data {data.shape} for {len(names)} names / {int(lens.sum())} rows")
+    scale = 1.0 / _PROFILE_Q if data.dtype == np.uint8 else 1.0
+    off = np.concatenate([[0], np.cumsum(lens)])
+    for i, n in enumerate(names): yield str(n), data[off[i]:off[i + 1]], scale
+
+def load_profiles(path: Union[str, Path],                   # a `save_profiles` .npz (or the older {name: array} one)
+                  names=None,                               # only these chain names (default: all)
+                  tol: float = PROFILE_ROW_TOL,
+                  verbose: bool = False) -> ProfileSet:
+    """Profiles `{name: [L, 20] float32}` with every row renormalised to sum 1 (undoing the quantization); an entry
+    that is not a valid profile (shape, finiteness, sign, row sums beyond `tol` + the quantization error) is a
+    counted skip with a message in `.report`."""
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"profiles file not found: {path} (write it with write_promod3_profiles)")
+    want = None if names is None else set(names)
+    rep = LoadReport(path=str(path))
+    out = ProfileSet(report=rep)
+    import zipfile
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"): raise ValueError("a single array, not an .npz archive")
+        entries = list(_profile_entries(z, path))
+    except (OSError, ValueError, KeyError, zlib.error, EOFError, zipfile.BadZipFile) as e:
+        if str(e).startswith(str(path)): raise                          # our own format message
+        raise ValueError(f"{path}: not a readable profiles file ({type(e).__name__}: {e})") from e
+    for nm, raw, scale in entries:
+        if want is not None and nm not in want: rep.n_outside_split += 1; continue
+        rep.n_records += 1
+        p = raw.astype(np.float32) * np.float32(scale)
+        slack = PROFILE_DIM * 0.5 * scale if scale != 1.0 else 1e-3      # rounding of 20 stored entries
+        why = validate_profile(p, None, tol + slack)
+        if why: rep.skip(why, f"{nm}: profile {p.shape}"); continue
+        out[nm] = p / p.sum(1, keepdims=True)
+    if want is not None:
+        rep.n_missing_from_file = len(want - {n for n, *_ in entries})
+    rep.n_loaded = len(out)
+    if verbose: print(rep.summary())
+    return out
+
+def write_promod3_profiles(structure_db: Union[str, Path, None] = None,   # default: find_structure_db()
+                           splits_path: Union[str, Path] = PROMOD3_DIR / "chain_set_splits.json",
+                           out_path: Union[str, Path] = PROMOD3_DIR / "profiles.npz",
+                           split: Union[str, Sequence[str]] = "train",    # the pack's chains that come from the DB
+                           dtype: str = "uint8", verbose: bool = True) -> dict:
+    "Extract, validate and save the profiles of a built pack's `split` chains (no rebuild of the pack) → counts."
+    db = Path(structure_db) if structure_db is not None else find_structure_db()
+    if db is None: raise FileNotFoundError("no structure_db.dat: pass structure_db= or set $MINIFOLD_PROMOD3_DB")
+    names = sorted(_split_names(read_splits(splits_path), split, splits_path))
+    ps = extract_profiles(db, names)
+    info = save_profiles(ps, out_path, dtype=dtype)
+    info.update(requested=len(names), skipped=dict(sorted(ps.report.skipped.items())),
+                not_in_db=ps.report.n_missing_from_file, details=ps.report.details)
+    if verbose:
+        print(f"{ps.report.summary()}\nwrote {info['path']}: {info['n_chains']} profiles, {info['n_residues']} residues, "
+              f"{info['bytes'] / 1e6:.1f} MB ({dtype})")
+    return info

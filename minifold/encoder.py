@@ -18,12 +18,13 @@ from .config import EncoderPreset, get_encoder_preset, ENCODER_PRESETS
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'N_EXACT_SEP', 'SEP_PER_OCTAVE', 'MAX_SEP', 'N_HALF_BINS', 'N_RELPOS_BINS', 'N_CLASSES', 'CKPT_FORMAT',
-           'ARCH_FIELDS', 'CSV_COLUMNS', 'TRAIN_CKPT_FORMAT', 'relpos_bins', 'SwiGLU', 'EncoderLayer',
-           'OuterProductMean', 'ContactBlock', 'ContactClassifier', 'contact_pair_mask', 'encoder_losses',
-           'atomic_torch_save', 'save_encoder', 'freeze', 'read_encoder_checkpoint', 'load_frozen_encoder',
-           'build_encoder', 'warmup_cosine', 'evaluate_loader', 'resolve_data_paths', 'train_encoder', 'predict_chains',
-           'pca_2d', 'project_embeddings', 'pick_contact_map_chains', 'contact_map_scores', 'plot_contact_maps']
+__all__ = ['log', 'N_EXACT_SEP', 'SEP_PER_OCTAVE', 'MAX_SEP', 'N_HALF_BINS', 'N_RELPOS_BINS', 'N_CLASSES', 'N_PROFILE',
+           'CKPT_FORMAT', 'ARCH_FIELDS', 'CSV_COLUMNS', 'TRAIN_CKPT_FORMAT', 'relpos_bins', 'SwiGLU', 'EncoderLayer',
+           'OuterProductMean', 'ContactBlock', 'profile_onehot', 'ContactClassifier', 'contact_pair_mask',
+           'encoder_losses', 'atomic_torch_save', 'save_encoder', 'freeze', 'read_encoder_checkpoint',
+           'load_frozen_encoder', 'build_encoder', 'warmup_cosine', 'evaluate_loader', 'resolve_data_paths',
+           'train_encoder', 'predict_chains', 'pca_2d', 'project_embeddings', 'pick_contact_map_chains',
+           'contact_map_scores', 'plot_contact_maps']
 
 # %% ../nbs/10_encoder.ipynb #73292d48
 N_EXACT_SEP = 16          # |i-j| < 16: one bin per separation
@@ -114,6 +115,14 @@ class ContactBlock(nn.Module):
 
 # %% ../nbs/10_encoder.ipynb #94b47241
 N_CLASSES = 4            # CATH classes 1..4 → 0..3
+N_PROFILE = 20           # profile columns: data.PROFILE_ORDER (= the amino-acid order of tokens 4..23)
+
+def profile_onehot(tokens: torch.Tensor) -> torch.Tensor:
+    """The one-hot fallback profile of residue tokens `[..., L]` → `[..., L, 20]` float32, by `data.onehot_profile`'s
+    rule: tokens 4..23 → their column, anything else (X, MASK, PAD) the uniform row 1/20."""
+    t = tokens.long() - 4
+    oh = F.one_hot(t.clamp(0, N_PROFILE - 1), N_PROFILE).float()
+    return torch.where(((t >= 0) & (t < N_PROFILE))[..., None], oh, torch.full_like(oh, 1.0 / N_PROFILE))
 
 def _n_arch_default() -> int:
     from minifold.data import ARCH_VOCAB
@@ -156,6 +165,13 @@ class ContactClassifier(nn.Module):
         self.class_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(drop), nn.Linear(d, N_CLASSES))
         self.arch_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(drop), nn.Linear(d, self.n_arch))
         self.contact_head = nn.Sequential(nn.LayerNorm(cp), nn.Linear(cp, 1))
+        # optional sequence-profile input, created last (every other weight is initialised as in the sequence-only
+        # encoder of the same seed) and zero-initialised (at the start both compute the same function)
+        self.profile_proj = None
+        if getattr(p, "profile", False):
+            self.profile_proj = nn.Linear(N_PROFILE, d, bias=False)
+            nn.init.zeros_(self.profile_proj.weight)
+        self.n_profile_fallback = 0            # forward calls of a profile encoder that were given no profile
         self._frozen = False
 
     def train(self, mode: bool = True):
@@ -176,8 +192,24 @@ class ContactClassifier(nn.Module):
                              f"got [{int(tokens.min())}, {int(tokens.max())}]")
         return tokens.long(), mask.bool()
 
-    def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None) -> dict:
-        "tokens [B, L] residue tokens (no CLS/EOS), mask [B, L] bool → dict of features and logits (see above)."
+    def _profile_input(self, tokens, mask, profile):
+        "`profile_proj(profile − onehot(tokens))` `[B, L, d]` at real residues (0 at padding); None when no profile."
+        if profile is None:
+            self.n_profile_fallback += 1
+            if self.n_profile_fallback == 1:
+                log.warning("ContactClassifier: preset.profile is on but no profile was given: one-hot-of-sequence "
+                            "fallback (adds 0: the sequence-only path), counted in .n_profile_fallback")
+            return None
+        if profile.shape != (*tokens.shape, N_PROFILE):
+            raise ValueError(f"ContactClassifier: profile must be [B, L, {N_PROFILE}] = {(*tokens.shape, N_PROFILE)}, "
+                             f"got {tuple(profile.shape)}")
+        delta = (profile.float() - profile_onehot(tokens)) * mask[..., None]     # 0 for a one-hot (fallback) row
+        return self.profile_proj(delta.to(self.profile_proj.weight.dtype))
+
+    def forward(self, tokens: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                profile: Optional[torch.Tensor] = None) -> dict:
+        """tokens [B, L] residue tokens (no CLS/EOS), mask [B, L] bool → dict of features and logits (see above).
+        `profile` [B, L, 20] (batch["profile"]) is read only when `preset.profile` is on."""
         tokens, mask = self._check(tokens, mask)
         B, L = tokens.shape
         dev = tokens.device
@@ -194,6 +226,8 @@ class ContactClassifier(nn.Module):
         bins = relpos_bins(N, dev)                                              # [N, N]
         keymask = torch.zeros(B, 1, 1, N, device=dev).masked_fill(~tmask[:, None, None, :], float("-inf"))
         x = self.embed(tok)                                                     # [B, N, d]
+        if self.profile_proj is not None and (pin := self._profile_input(tokens, mask, profile)) is not None:
+            x = x + F.pad(pin.to(x.dtype), (0, 0, 1, 1))                        # CLS/EOS rows: no profile
         for li, layer in enumerate(self.tower1):
             bias = self.attn_relpos[li](bins).permute(2, 0, 1)[None] + keymask  # [B, H, N, N]
             x = layer(x, bias)
@@ -275,7 +309,7 @@ def encoder_losses(out: dict, batch: dict, preset=None) -> tuple:
 
 # %% ../nbs/10_encoder.ipynb #f9a25cd4
 CKPT_FORMAT = "minifold.encoder/1"
-ARCH_FIELDS = ("d_model", "d_pair", "n_heads", "n_layers_per_tower", "n_contact_blocks", "d_opm")
+ARCH_FIELDS = ("d_model", "d_pair", "n_heads", "n_layers_per_tower", "n_contact_blocks", "d_opm", "profile")
 
 def atomic_torch_save(obj, path) -> Path:
     "torch.save to `path` via a temp file in the same folder + os.replace (never a half-written file)."
@@ -402,7 +436,7 @@ def evaluate_loader(model: ContactClassifier, loader, preset, device="cpu") -> d
     acc = _Acc()
     for b in loader:
         b = _to(b, device)
-        _, logs = encoder_losses(model(b["tokens"], b["mask"]), b, preset)
+        _, logs = encoder_losses(model(b["tokens"], b["mask"], profile=b.get("profile")), b, preset)
         acc.add(logs)
     model.train(was)
     return acc.summary(_resolve_preset(preset))
@@ -463,6 +497,23 @@ def resolve_data_paths(data_path=None, splits_path=None) -> tuple:
 
 TRAIN_CKPT_FORMAT = "minifold.encoder-train/1"
 
+def _run_profiles(profiles, data_path):
+    """The profiles of a `profile` run → `(mapping, info)`: a mapping as given, a path read by `data.load_profiles`,
+    or None → `profiles.npz` next to the chain set if there, else none (every chain then gets the one-hot fallback)."""
+    from minifold.data import load_profiles
+    if profiles is None:
+        cand = Path(data_path).parent / "profiles.npz"
+        if not cand.is_file():
+            log.warning(f"train_encoder: preset.profile is on but there is no {cand}: every chain gets the "
+                        "one-hot-of-sequence fallback (flagged and counted)")
+            return {}, dict(source=None, n_profiles=0)
+        profiles = cand
+    if isinstance(profiles, (str, Path)):
+        path = _resolve_path(profiles)
+        ps = load_profiles(path)
+        return ps, dict(source=_portable_path(path), n_profiles=len(ps), skipped=dict(ps.report.skipped))
+    return profiles, dict(source="<in-memory mapping>", n_profiles=len(profiles))
+
 def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → bundled sample (data/sample)
                   splits_path=None,            # splits JSON; None → chain_set_splits.json next to the data
                   preset="tiny",               # encoder preset name or EncoderPreset
@@ -483,7 +534,9 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
                   weight_decay: float = 0.01,
                   clip_norm: float = 1.0,      # global gradient-norm clipping
                   progress: bool = True,       # tqdm bars
-                  verbose: bool = True) -> dict:
+                  verbose: bool = True,
+                  profiles=None) -> dict:      # preset.profile runs: {name: [L, 20]} or a profiles .npz path;
+                                               # None → <data folder>/profiles.npz if there (else one-hot for all)
     "Train a ContactClassifier with per-epoch CSV + atomic checkpoints + auto-resume → dict(model, rows, paths …)."
     import json, platform
     from minifold.data import load_chain_set, make_loader, ARCH_VOCAB
@@ -504,8 +557,17 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
     val_chains = load_chain_set(dp, sp, "validation")
     if not len(train_chains) or not len(val_chains):
         raise ValueError(f"train_encoder: empty split in {sp} (train {len(train_chains)}, validation {len(val_chains)})")
-    train_loader = make_loader(train_chains, p.max_len, batch_size=p.batch_size, train=True, seed=seed)
-    val_loader = make_loader(val_chains, p.max_len, batch_size=p.batch_size, train=False, seed=seed)
+    prof, prof_info = None, None
+    if p.profile: prof, prof_info = _run_profiles(profiles, dp)
+    elif profiles is not None: say("note: profiles given but preset.profile is off: not read (sequence-only encoder)")
+    train_loader = make_loader(train_chains, p.max_len, batch_size=p.batch_size, train=True, seed=seed, profiles=prof)
+    val_loader = make_loader(val_chains, p.max_len, batch_size=p.batch_size, train=False, seed=seed, profiles=prof)
+    if prof_info is not None:
+        for k, ld in (("train", train_loader), ("val", val_loader)):
+            prof_info[f"{k}_real"] = len(ld.dataset) - ld.dataset.n_profile_fallback
+            prof_info[f"{k}_fallback"] = ld.dataset.profile_fallback
+        say(f"profiles: {prof_info['source']} | real profile for {prof_info['train_real']}/{len(train_chains)} train and "
+            f"{prof_info['val_real']}/{len(val_chains)} validation chains, the rest one-hot (flagged)")
     n_lab = sum(1 for c in train_chains if getattr(c, "cath", None))
     say(f"data: {dp} | train {len(train_chains)} chains ({train_loader.dataset.n_labelled} with a CATH label), "
         f"validation {len(val_chains)} | crop {p.max_len}, batch {p.batch_size}, {len(train_loader)} steps/epoch")
@@ -519,6 +581,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total_steps, warm))
 
     run_id = dict(preset=p.to_dict(), seed=seed, data=_portable_path(dp), splits=_portable_path(sp))  # no checkout path
+    if prof_info is not None: run_id["profiles"] = str(prof_info["source"])
     last_path, best_path, csv_path = out / "ckpt" / "last.pt", out / "ckpt" / "best.pt", out / "epochs.csv"
     rows, start, best_val, best_epoch, bad, done = [], 1, float("inf"), 0, 0, False
     say(f"{'auto-resume' if resume else 'fresh run'} in {out}")
@@ -550,7 +613,8 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
                hardware=dict(device=str(device), torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                              platform=platform.platform(), processor=platform.processor(),
                              **({"gpu_name": torch.cuda.get_device_name(0)} if "cuda" in str(device) else {})),
-               n_train=len(train_chains), n_val=len(val_chains), n_train_labelled=train_loader.dataset.n_labelled)
+               n_train=len(train_chains), n_val=len(val_chains), n_train_labelled=train_loader.dataset.n_labelled,
+               **({"profiles": prof_info} if prof_info is not None else {}))
     (out / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
 
     stop_reason = "done" if done else None
@@ -568,7 +632,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
         bar = _tqdm(train_loader, progress, desc=f"epoch {epoch}/{p.epochs}", leave=False)
         for b in bar:
             b = _to(b, device)
-            total, logs = encoder_losses(model(b["tokens"], b["mask"]), b, p)
+            total, logs = encoder_losses(model(b["tokens"], b["mask"], profile=b.get("profile")), b, p)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"train_encoder: non-finite loss at epoch {epoch} (batch {b['names'][:3]}...)")
             opt.zero_grad(set_to_none=True)
@@ -616,14 +680,16 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
 # %% ../nbs/10_encoder.ipynb #38f4d184
 @torch.no_grad()
 def predict_chains(model: ContactClassifier, chains, max_len: Optional[int] = 125, batch_size: int = 16,
-                   device="cpu") -> list:
+                   device="cpu",
+                   profiles=None) -> list:     # {name: [L, 20]} for a profile encoder (others: one-hot, flagged)
     "Per-chain dicts {name, length, residue_index, probs [L,L], contacts, contact_mask, cath_class, cath_arch, class_pred, arch_pred, pooled}."
     from minifold.data import make_loader
     was = model.training; model.eval()
     res = []
-    for b in make_loader(chains, max_len, batch_size=batch_size, train=False):
+    use = profiles if getattr(model, "profile_proj", None) is not None else None
+    for b in make_loader(chains, max_len, batch_size=batch_size, train=False, profiles=use):
         bd = _to(b, device)
-        o = model(bd["tokens"], bd["mask"])
+        o = model(bd["tokens"], bd["mask"], profile=bd.get("profile"))
         probs = torch.sigmoid(o["contact_logits"].float()).cpu().numpy()
         pooled = o["pooled"].float().cpu().numpy()
         cp, ap = o["class_logits"].argmax(-1).cpu().numpy(), o["arch_logits"].argmax(-1).cpu().numpy()

@@ -15,7 +15,7 @@ import pytest
 from minifold import data as D
 from minifold.data import (AMINO_ACIDS, PROMOD3_DEB_MEMBER, PROMOD3_SOURCE, Chain, backbone_geometry, build_promod3_main,
                            build_promod3_pack, default_data_paths, exact_overlaps, extract_structure_db, find_mmseqs,
-                           find_structure_db, load_chain_set, load_chain_splits, promod3_splits, read_splits,
+                           find_structure_db, load_chain_set, load_chain_splits, load_profiles, promod3_splits, read_splits,
                            read_structure_db, read_structure_db_header, validate_structure_db_record, write_structure_db)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,10 @@ def _synthetic_db(tmp_path, sample, full):
     near = Chain("9zzz.A", "".join(a if i % 4 else "G" for i, a in enumerate(v.seq)), v.coords)
     bent = Chain("9bnt.A", full[4].seq, full[4].coords.copy()); bent.coords[10:20, 2] += 0.5
     short = Chain("9sht.A", v.seq[:15], v.coords[:15])
-    return write_structure_db(tmp_path / "structure_db.dat", full[:4] + [near, bent, short, v])
+    chains = full[:4] + [near, bent, short, v]
+    prof = [np.random.default_rng(i).dirichlet(np.ones(20), len(c)) for i, c in enumerate(chains)]
+    prof[3] = np.zeros((len(chains[3]), 20))                                # no profile stored for it: a counted skip
+    return write_structure_db(tmp_path / "structure_db.dat", chains, profiles=prof)
 
 
 def test_build_pack(tmp_path, sample, full, mmseqs):
@@ -227,8 +230,9 @@ def test_build_pack(tmp_path, sample, full, mmseqs):
         first = json.loads(f.readline())
     assert set(first) == {"name", "seq", "CATH", "num_chains", "source", "coords"} and first["num_chains"] is None
     assert set(first["coords"]) == {"N", "CA", "C", "O"}
-    prof = np.load(out / "profiles.npz")
-    assert sorted(prof.files) == sorted(c.name for c in full[:4]) and prof[full[0].name].shape == (len(full[0]), 20)
+    prof = load_profiles(out / "profiles.npz")                             # the train chains' profiles, validated
+    assert sorted(prof) == sorted(c.name for c in full[:3]) and prof[full[0].name].shape == (len(full[0]), 20)
+    assert rep["profiles"]["n_chains"] == 3 and rep["profiles"]["skipped"] == {"bad_row_sum": 1}
 
 
 def test_cli_structure_db(tmp_path, sample, full, mmseqs, capsys):
