@@ -533,6 +533,7 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
                   time_budget_s: Optional[float] = None,   # do not start an epoch that would end past this budget
                   weight_decay: float = 0.01,
                   clip_norm: float = 1.0,      # global gradient-norm clipping
+                  num_workers: int = 0,        # DataLoader worker processes for the training batches (GPU runs)
                   progress: bool = True,       # tqdm bars
                   verbose: bool = True,
                   profiles=None) -> dict:      # preset.profile runs: {name: [L, 20]} or a profiles .npz path;
@@ -560,7 +561,8 @@ def train_encoder(data_path=None,              # chain_set.jsonl[.gz]; None → 
     prof, prof_info = None, None
     if p.profile: prof, prof_info = _run_profiles(profiles, dp)
     elif profiles is not None: say("note: profiles given but preset.profile is off: not read (sequence-only encoder)")
-    train_loader = make_loader(train_chains, p.max_len, batch_size=p.batch_size, train=True, seed=seed, profiles=prof)
+    train_loader = make_loader(train_chains, p.max_len, batch_size=p.batch_size, train=True, seed=seed, profiles=prof,
+                               num_workers=num_workers)
     val_loader = make_loader(val_chains, p.max_len, batch_size=p.batch_size, train=False, seed=seed, profiles=prof)
     if prof_info is not None:
         for k, ld in (("train", train_loader), ("val", val_loader)):
