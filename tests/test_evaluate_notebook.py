@@ -27,7 +27,7 @@ def test_evaluate_notebook_defaults(tmp_path):
             "n_samples", "checkpoint", "split", "sse_class", "template", "template_identity", "template_coverage",
             "template_evalue"}
     assert need <= set(ev.columns), need - set(ev.columns)
-    methods = {"ddim", "ddim_best_of_k", "x0_pred_t100", "noised_truth_t100", "ideal_helix", "random_walk_rg", "contact_mds",
+    methods = {"ddim", "ddim_consensus_of_k", "ddim_best_of_k", "x0_pred_t100", "noised_truth_t100", "ideal_helix", "random_walk_rg", "contact_mds",
                "template"}
     assert methods <= set(ev.method)
     assert ev.tm.between(0, 1).all() and (ev.rmsd.dropna() >= 0).all() and ev.gdt_ts.between(0, 1).all()
@@ -41,6 +41,8 @@ def test_evaluate_notebook_defaults(tmp_path):
     assert tpl.template.isna().all()   # the sample's 32 training chains hold no homologue of its test chains
     per = ev.pivot_table(index="name", columns="method", values="tm")
     assert (per["ddim_best_of_k"] >= per["ddim"] - 1e-6).all()     # best-of-k can only improve on sample 0
+    assert (per["ddim_best_of_k"] >= per["ddim_consensus_of_k"] - 1e-6).all()   # the consensus pick is one of the k
+    assert len(ev[ev.method == "ddim_consensus_of_k"]) == ev.name.nunique() and set(ev[ev.method == "ddim_consensus_of_k"].kind) == {"model"}
     for png in ("ramachandran.png", "sse_composition.png", "diversity.png", "eval_tm.png"):
         assert (run_dir / png).stat().st_size > 1000
     assert (run_dir / "eval_diversity.csv").exists() and list((run_dir / "samples").glob("*.pdb"))
