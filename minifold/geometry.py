@@ -74,12 +74,12 @@ def _cross(a, b): return torch.cross(a, b, dim=-1)
 def _gram_schmidt(x1, x2, x3, eps):
     "Returns (R, valid) for the AF2 frame; R is identity where `valid` is False."
     v1, v2 = x3 - x2, x1 - x2
-    n1 = safe_norm(v1, keepdim=True)
-    n2 = safe_norm(v2, keepdim=True)
-    e1 = v1 / n1
+    # exact unit vectors: a norm floored by clamp (not eps added under the sqrt, as in safe_norm, which shrinks
+    # short vectors: |u2| = 0.02 would come out 1e-7 short of unit length and R would not be orthonormal)
+    unit = lambda v: v / v.pow(2).sum(-1, keepdim=True).clamp_min(1e-10).sqrt()
+    e1 = unit(v1)
     u2 = v2 - (e1 * v2).sum(-1, keepdim=True) * e1
-    nu = safe_norm(u2, keepdim=True)
-    e2 = u2 / nu
+    e2 = unit(u2)
     e3 = _cross(e1, e2)
     R = torch.stack([e1, e2, e3], dim=-1)                     # columns are axes
     # validity from raw squared lengths (safe_norm is floored at 1e-5, so it cannot be compared to eps)

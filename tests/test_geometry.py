@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from minifold.geometry import (apply, bond_angles, compose, dihedral, frames_from_backbone, frames_from_ca, ideal_helix,
                                invert, invert_apply, normalize, place_oxygen, pseudo_dihedrals, quat_multiply, quat_to_rot,
@@ -55,6 +55,8 @@ def test_quat_multiply_is_matrix_product(q1, q2):
 
 @SET
 @given(vec3, vec3, vec3)
+@example(a=[0.0, 0.0, 0.0], b=[3.0, 0.25, 0.0], c=[0.25, 0.0, 0.0])    # nearly parallel arms (found by hypothesis:
+@example(a=[0.0, 0.0, 0.0], b=[0.0, 0.0, 1.0], c=[0.0, 0.0625, 0.0])   # eps under the sqrt made R non-orthonormal)
 def test_rigid_from_3_points_orthonormal(a, b, c):
     x1, x2, x3 = (torch.tensor(v, dtype=torch.float64) for v in (a, b, c))
     R, t = rigid_from_3_points(x1, x2, x3)
