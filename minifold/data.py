@@ -267,7 +267,7 @@ def chain_from_record(rec: dict,
     if n_bad and report is not None: report.nonfinite(n_bad, f"{where} ({rec['name']})".strip())
     return Chain(name=str(rec["name"]), seq=seq, coords=xyz, cath=cath, source=str(rec.get("source") or source))
 
-# %% ../nbs/01_data.ipynb #7dd2a05d
+# %% ../nbs/01_data.ipynb #d5cb1d54
 PACK_FORMAT = "minifold-chain-pack-1"
 _PACK_SCALE = 100.0          # 0.01 Å grid: lossless for ProMod3 (int16, 0.01 Å) and for 2-decimal PDB-derived sets
 
