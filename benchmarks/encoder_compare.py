@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minifold.data import load_chain_set, default_data_paths, featurize, crop_window   # noqa: E402
+from minifold.data import load_chain_set, default_data_paths                           # noqa: E402
 from minifold.encoder import load_frozen_encoder, predict_chains                        # noqa: E402
 from minifold.metrics import top_l_precision                                           # noqa: E402
 
 
-def per_chain_top_l(preds, chains, max_len, lo, hi=None):
+def per_chain_top_l(preds, lo, hi=None):
+    "Per-chain top-L precision at |i−j| >= lo (and <= hi) from `predict_chains` dicts."
     out = []
     for r in preds:
         y, m = torch.as_tensor(r["contacts"]).float(), torch.as_tensor(r["contact_mask"]).bool()
@@ -44,8 +45,7 @@ def main(argv=None):
         t = time.time()
         enc = load_frozen_encoder(getattr(args, k))
         preds = predict_chains(enc, chains, max_len=args.max_len)
-        scores[k] = {"long": per_chain_top_l(preds, chains, args.max_len, 24),
-                     "medium": per_chain_top_l(preds, chains, args.max_len, 12, 23)}
+        scores[k] = {"long": per_chain_top_l(preds, 24), "medium": per_chain_top_l(preds, 12, 23)}
         res[k] = {"weights": getattr(args, k), "seconds": round(time.time() - t, 1),
                   **{f"top_L_{r}": float(np.nanmean(v)) for r, v in scores[k].items()}}
     d = scores["b"]["long"] - scores["a"]["long"]

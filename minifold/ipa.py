@@ -236,7 +236,7 @@ class IPADenoiser(nn.Module):
             R_sc, _ = frames_from_ca(x_sc, mask)
             R_xt, _ = frames_from_ca(x_t.float(), mask)
             c = torch.as_tensor(conf, dtype=torch.float32, device=x_t.device).clamp(0.0, 1.0)
-            c = c.reshape(-1, 1) if c.dim() else c.reshape(1, 1)                       # [B or 1, 1] → over L
+            c = c.reshape(-1, 1)                                                       # [B or 1, 1] → over L
             R = R_sc @ slerp_rot(R_sc.transpose(-1, -2) @ R_xt, c)
             w = (x_scale.float().clamp(0.0, 1.0) if x_scale is not None else c.reshape(-1)).reshape(-1, 1, 1)
             return R, w * trans.float() + (1.0 - w) * x_sc
