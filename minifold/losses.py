@@ -14,12 +14,13 @@ from .config import (Preset, to_model_units, CA_CA_BOND, N_CA_BOND, CA_C_BOND, C
                              N_CA_C_ANGLE, CA_C_N_ANGLE, C_N_CA_ANGLE)
 from .geometry import (fp32_island, safe_norm, safe_cdist, invert_apply, frames_from_ca, frames_from_backbone, rot_cos_angle,
                                bond_angles, signed_volumes, radius_of_gyration, dihedral)
+from .metrics import kabsch
 
 # %% auto #0
-__all__ = ['LOSS_KEYS', 'DIAGNOSTIC_KEYS', 'chain_mean', 'fape_errors', 'fape_loss', 'frame_rotation_loss', 'distance_mse_loss',
-           'bond_loss', 'bond_weight', 'chirality_loss', 'angle_loss', 'rg_loss', 'dist_bins', 'aux_distance_loss',
-           'clash_loss', 'backbone_fape_loss', 'backbone_bond_loss', 'backbone_angle_loss', 'omega_loss', 'bb_ramp',
-           'loss_weights', 'compute_losses', 'random_baselines']
+__all__ = ['LOSS_KEYS', 'DIAGNOSTIC_KEYS', 'chain_mean', 'fape_errors', 'fape_loss', 'frame_rotation_loss',
+           'superposed_rotations', 'distance_mse_loss', 'bond_loss', 'bond_weight', 'chirality_loss', 'angle_loss',
+           'rg_loss', 'dist_bins', 'aux_distance_loss', 'clash_loss', 'backbone_fape_loss', 'backbone_bond_loss',
+           'backbone_angle_loss', 'omega_loss', 'bb_ramp', 'loss_weights', 'compute_losses', 'random_baselines']
 
 # %% ../nbs/30_losses.ipynb #7221d874
 def chain_mean(x: torch.Tensor,  # [B, ...] per-term values
@@ -77,6 +78,20 @@ def frame_rotation_loss(R_pred: torch.Tensor,  # [B, L, 3, 3]
                        ) -> torch.Tensor:
     "Mean 1 − cos(angle between learned and true rotations)."
     return chain_mean(1.0 - rot_cos_angle(R_pred, R_true), mask)
+
+# %% ../nbs/30_losses.ipynb #b2d4f6a1
+def superposed_rotations(R_pred: torch.Tensor,   # [B, L, 3, 3] learned rotations
+                         x_pred: torch.Tensor,   # [B, L, 3] predicted Cα (model units)
+                         x_true: torch.Tensor,   # [B, L, 3] true Cα
+                         mask: torch.Tensor,     # [B, L] bool, Cα observed (the superposition's residues)
+                         mode: str = "superposed",  # 'superposed' | 'absolute' (R_pred returned unchanged: the seed)
+                        ) -> torch.Tensor:       # [B, L, 3, 3]
+    "Learned rotations moved into the truth's global pose: Q·R̂ᵢ with Q the Kabsch rotation of x_pred onto x_true."
+    if mode == "absolute": return R_pred
+    if mode != "superposed": raise ValueError(f"rot_frame must be 'absolute' or 'superposed', got {mode!r}")
+    with torch.no_grad():   # the optimal pose carries no gradient; kabsch runs its SVD in fp64
+        Q, _ = kabsch(x_pred.detach().float(), x_true.detach().float(), mask)      # [B, 3, 3]
+    return Q.to(R_pred.dtype)[:, None] @ R_pred
 
 # %% ../nbs/30_losses.ipynb #e899497a
 @fp32_island
@@ -289,7 +304,8 @@ def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or Non
     logs = {}
     logs["fape"], logs["fape_unclamped"] = fape_pair(R_pred, t_pred, x_pred, R_true, t_true, x_true, fvalid, ca_mask)
     if R_learned is not None:
-        logs["rot"] = frame_rotation_loss(R_learned, R_true, fvalid)
+        logs["rot"] = frame_rotation_loss(superposed_rotations(R_learned, x_pred, x_true, ca_mask, preset.rot_frame),
+                                          R_true, fvalid)
     logs["dist"] = distance_mse_loss(x_pred, x_true, ca_mask)
     logs["bond"] = bond_loss(x_pred, ca_mask, ri)
     logs["chiral"] = chirality_loss(x_pred, x_true, ca_mask, ri)
