@@ -10,8 +10,8 @@ EMA weights and with the raw weights:
 
 1. per-t x0-prediction TM-score: the truth noised to t by the training forward process and denoised once,
    for t across the whole schedule (what the loss trains);
-2. TM-score of DDIM (η = 0, 50 steps, with and without self-conditioning) and ancestral DDPM (all T steps)
-   samples drawn from pure noise (what a user gets).
+2. TM-score of DDIM (η = 0, 50 steps, with and without self-conditioning; with `--t-stop`, also truncated at that
+   t, returning its x̂0) and ancestral DDPM (all T steps) samples drawn from pure noise (what a user gets).
 
 On memorized chains a correct sampler must reach the x0-prediction quality of the high-t end of (1); a large gap
 between (1) and (2) is a train/sample mismatch, not a capacity problem. The goal of issue 12 is DDIM TM >= 0.8.
@@ -65,6 +65,9 @@ def evaluate(model, batch, args, label):
     samplers = {"ddim50_sc": dict(fn=ddim_sample, steps=50, self_cond=True),
                 "ddim50_nosc": dict(fn=ddim_sample, steps=50, self_cond=False),
                 "ddim50_sc_align": dict(fn=ddim_sample, steps=50, self_cond=True, align_x0=True)}
+    if args.t_stop:   # truncated DDIM: the x̂0 of the last step with t >= --t-stop is the answer
+        samplers[f"ddim50_nosc_stop{args.t_stop}"] = dict(fn=ddim_sample, steps=50, self_cond=False, t_stop=args.t_stop)
+        samplers[f"ddim50_sc_stop{args.t_stop}"] = dict(fn=ddim_sample, steps=50, self_cond=True, t_stop=args.t_stop)
     if args.ddpm: samplers["ddpm_all_T_sc"] = dict(fn=ddpm_sample, steps=None, self_cond=True)
     for name, kw in samplers.items():
         fn = kw.pop("fn")
@@ -103,6 +106,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=2, help="samples per chain and sampler")
     ap.add_argument("--noise-seeds", type=int, default=2)
     ap.add_argument("--ddpm", action="store_true", help="also ancestral DDPM over all T steps (slow)")
+    ap.add_argument("--t-stop", type=int, default=0, help="also DDIM-50 stopped at this t, returning its x̂0 (0: not run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=None, help="chain_set.jsonl[.gz] (default: the shared pack, else data/sample)")
     ap.add_argument("--splits", default=None, help="its splits JSON (default: next to --data)")

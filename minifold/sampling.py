@@ -194,12 +194,14 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
                 schedule=None,               # NoiseSchedule override (default: the model's)
                 n_samples: int = 1,          # samples per chain (output chain-major: a,a,…,b,b,…; `condition` runs once per chain)
                 cond_cache: Optional[dict] = None,  # dict kept by the caller to reuse cond/uncond across calls on this batch
+                t_stop: int = 0,             # return the x̂0 of the last step with t >= t_stop (0 = run to the end)
                 ) -> dict:
     """DDIM sampling (Song et al. 2021) from an x0-predicting denoiser.
 
     Returns `{x0 [N,L,3] model units, ca [N,L,3] Å, bb [N,L,4,3] Å or None, log_rg [N], mask, n_evals,
     traj (list of [N,L,3] x0 predictions), xt_traj}` with N = B·n_samples — trajectories only with `return_traj`."""
     if eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
+    if t_stop < 0: raise ValueError(f"t_stop must be >= 0, got {t_stop}")
     if n_samples < 1: raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     device = next(model.parameters()).device
     batch = batch_to(batch, device)
@@ -231,6 +233,9 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
                     x = x + sigma * randn_like_masked((B, L, 3), mask, generator, device)
                 x = x * mask[..., None]
             if return_traj: traj.append(x0.cpu()); xt_traj.append(x.cpu())
+            # truncated DDIM: the denoiser's estimate at t >= t_stop is the answer (its low-t regime, where the
+            # x_t frames are half-trusted, is measured to be worse than its mid-t one: benchmarks/memorize.py)
+            if t_stop and i + 1 < len(ts) and ts[i + 1] < t_stop: break
         return _finish(model, net.cond, x0, out_c, mask, rg_rescale, traj, xt_traj, n_evals)
     finally:
         model.train(was_training)
