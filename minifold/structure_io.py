@@ -499,7 +499,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like (default 0)")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight w (default 1 = off)")
-    ap.add_argument("--no-self-cond", action="store_true", help="disable self-conditioning during sampling")
+    sc = ap.add_mutually_exclusive_group()
+    sc.add_argument("--self-cond", dest="self_cond", action="store_true", default=None,
+                    help="self-conditioning during sampling (default: the weights' preset, ddim_self_cond)")
+    sc.add_argument("--no-self-cond", dest="self_cond", action="store_false", help="no self-conditioning during sampling")
+    ap.add_argument("--t-stop", type=int, default=None,
+                    help="truncated DDIM: return the x0 estimate of the last step with t >= T_STOP, 0 = all steps "
+                         "(default: the weights' preset, ddim_t_stop)")
     ap.add_argument("--rg-rescale", action="store_true", help="rescale samples to the Rg predictor's radius of gyration")
     ap.add_argument("--out-dir", default=None, help="output folder (default ./samples)")
     ap.add_argument("--out", help="output file (.pdb, .cif, .mmcif) for one sequence and one sample, instead of --out-dir")
@@ -524,6 +530,7 @@ def _device(name: str) -> torch.device:
 def _check_args(a):
     if a.n_samples < 1: raise CLIError(f"--n-samples must be >= 1, got {a.n_samples}")
     if a.steps < 1: raise CLIError(f"--steps must be >= 1, got {a.steps}")
+    if a.t_stop is not None and a.t_stop < 0: raise CLIError(f"--t-stop must be >= 0, got {a.t_stop}")
     if a.eta < 0 or not math.isfinite(a.eta): raise CLIError(f"--eta must be a finite number >= 0, got {a.eta}")
     if not math.isfinite(a.guidance): raise CLIError(f"--guidance must be finite, got {a.guidance}")
     if a.batch_size < 1: raise CLIError(f"--batch-size must be >= 1, got {a.batch_size}")
@@ -550,6 +557,9 @@ def _run_sampling(a) -> int:
     model, preset, info = load_model(a.checkpoint, device)
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
+    # sampler defaults travel with the weights (the preset's validated choice); a flag overrides them
+    self_cond = getattr(preset, "ddim_self_cond", True) if a.self_cond is None else a.self_cond
+    t_stop = getattr(preset, "ddim_t_stop", 0) if a.t_stop is None else a.t_stop
     if a.guidance != 1.0 and not preset.p_uncond > 0:                                  # v10–v12b: no CFG dropout
         print(f"minifold-sample: warning: --guidance {a.guidance:g} is meaningless for preset {preset.name}: it was trained "
               "with p_uncond = 0 (no classifier-free guidance dropout), so the unconditional branch never saw MASKed "
@@ -585,8 +595,8 @@ def _run_sampling(a) -> int:
     for start in range(0, len(seqs), per_batch):
         idx = list(range(start, min(len(seqs), start + per_batch)))
         batch = sequence_batch([seqs[i] for i in idx], [names[i] for i in idx])
-        res = ddim_sample(model, batch, steps=a.steps, eta=a.eta, guidance=a.guidance, self_cond=not a.no_self_cond,
-                          generator=gen, progress=not a.quiet, rg_rescale=a.rg_rescale, n_samples=K)
+        res = ddim_sample(model, batch, steps=a.steps, eta=a.eta, guidance=a.guidance, self_cond=self_cond,
+                          generator=gen, progress=not a.quiet, rg_rescale=a.rg_rescale, n_samples=K, t_stop=t_stop)
         coords = (res["bb"] if res["bb"] is not None else res["ca"]).cpu()
         for j, i in enumerate(idx):
             L = len(seqs[i])

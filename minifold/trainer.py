@@ -795,7 +795,9 @@ class Trainer:
                     with autocast(self.device, self.amp):
                         s = ddim_sample(self.model, batch, steps=self.preset.ddim_steps,
                                         eta=self.preset.ddim_eta,
-                                        guidance=self.preset.ddim_guidance, generator=g, progress=False)
+                                        guidance=self.preset.ddim_guidance, generator=g, progress=False,
+                                        self_cond=getattr(self.preset, "ddim_self_cond", True),
+                                        t_stop=getattr(self.preset, "ddim_t_stop", 0))
                     pred, true, m = s["ca"].float(), batch["ca"].float(), batch["ca_mask"]
                     tm, gdt_ts, _ = tm_score(pred, true, m, return_gdt=True)     # GDT-TS as a fraction in [0, 1]
                     tms.append(tm); rms.append(rmsd(pred, true, m)); gdts.append(gdt_ts)
