@@ -415,6 +415,8 @@ def export_weights(checkpoint,              # trainer checkpoint (runs/<name>/ck
                    dest,                    # output file, e.g. data/weights/fold.pt
                    dtype: str = "float32",  # storage of floating *parameters*: 'float32' or 'float16' (buffers stay as they are)
                    use_ema: bool = True,    # the EMA weights (what sampling uses); False: the raw model weights
+                   sampler: Optional[dict] = None,  # sampler defaults chosen on validation after training, written into
+                                            # the file's preset, e.g. {"ddim_self_cond": False, "ddim_t_stop": 600}
                    ) -> dict:
     "Write the slim, sampling-only weights file of a trainer checkpoint; returns its `provenance` dict."
     from minifold.trainer import CheckpointError, checkpoint_path, load_checkpoint, save_checkpoint
@@ -428,6 +430,10 @@ def export_weights(checkpoint,              # trainer checkpoint (runs/<name>/ck
         preset = _checkpoint_preset(ck, src)
         state, which = _ema_state(ck, use_ema)
     except (KeyError, ValueError, TypeError) as e: raise CheckpointError(f"{src}: {e}") from None
+    if sampler:
+        bad_keys = [k for k in sampler if not k.startswith("ddim_")]
+        if bad_keys: raise ValueError(f"export_weights: sampler may only set ddim_* preset fields, got {bad_keys}")
+        preset = preset.replace(**sampler)
     with _quiet(): model = build_model(preset)
     bad = _state_mismatch(model, state)
     if bad: raise CheckpointError(f"{src} does not match preset {preset.name}: {bad}")
@@ -442,7 +448,7 @@ def export_weights(checkpoint,              # trainer checkpoint (runs/<name>/ck
             "epoch": None if ck.get("epoch") is None else int(ck["epoch"]),
             "global_step": None if ck.get("global_step") is None else int(ck["global_step"]),
             "weights": which, "dtype": dtype, "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
-            "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sampler": dict(sampler or {})}
     save_checkpoint(dest, {"format": WEIGHTS_FORMAT, "preset": preset.to_dict(), "state_dict": sd, "provenance": prov})
     return prov
 

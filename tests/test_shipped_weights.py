@@ -56,6 +56,23 @@ def test_export_format_and_provenance(weights, run_dir):
     assert dest.stat().st_size < (run_dir / "ckpt" / "best.pt").stat().st_size      # no raw weights, no optimizer
 
 
+def test_export_sampler_defaults(run_dir, tmp_path):
+    "Sampler settings chosen on validation travel in the file's preset; only ddim_* fields may be set."
+    dest = tmp_path / "w.pt"
+    prov = export_weights(run_dir / "ckpt" / "best.pt", dest, sampler={"ddim_self_cond": False, "ddim_t_stop": 300})
+    model, preset, _ = load_model(dest)
+    assert (preset.ddim_self_cond, preset.ddim_t_stop) == (False, 300) and prov["sampler"]["ddim_t_stop"] == 300
+    with pytest.raises(ValueError, match="ddim_"):
+        export_weights(run_dir / "ckpt" / "best.pt", tmp_path / "x.pt", sampler={"lr": 1.0})
+
+
+def test_shipped_sampler_matches_preset():
+    "The shipped file's preset is the `fold` row of the preset table (sampler defaults included)."
+    from minifold.config import get_preset
+    _, preset, _ = load_model(DEFAULT_WEIGHTS)
+    assert preset.to_dict() == get_preset("fold").to_dict()
+
+
 def test_load_weights_equals_checkpoint_ema(weights, run_dir):
     dest, prov = weights
     m = load_weights(dest)
