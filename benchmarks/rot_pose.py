@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minifold.data import load_chain_splits, default_data_paths, collate, featurize   # noqa: E402
 from minifold.geometry import frames_from_ca, frames_from_backbone                     # noqa: E402
 from minifold.losses import frame_rotation_loss, superposed_rotations                   # noqa: E402
-from minifold.sampling import predict_x0                                                # noqa: E402
-from minifold.structure_io import load_model                                            # noqa: E402
+from minifold.sampling import randn_like_masked                                         # noqa: E402
+from minifold.structure_io import DEFAULT_WEIGHTS, load_model                           # noqa: E402
 
 
 def main(argv=None):
@@ -32,13 +32,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.weights is None:
-        from minifold.structure_io import load_weights
-        model = load_weights()
-    else:
-        model = load_model(args.weights)
-    model = model[0] if isinstance(model, tuple) else model
-    model.eval()
+    model, _, _ = load_model(args.weights or DEFAULT_WEIGHTS)         # eval mode
     data, splits = default_data_paths("shared")
     val = [c for c in load_chain_splits(data, splits, splits=("validation",))["validation"] if len(c) <= args.max_len]
     val = val[:args.n_chains]
@@ -52,8 +46,10 @@ def main(argv=None):
     with torch.no_grad():
         cond = model.condition(b)
         for t in args.t:
-            x_t = predict_x0(model, b, t=t, generator=torch.Generator().manual_seed(0))["x_t"]
-            o = model.denoise(cond, x_t, torch.full((len(val),), t), None)
+            tt = torch.full((len(val),), t)                 # the truth noised to t by the training forward process
+            noise = randn_like_masked(b["x0"].shape, b["mask"].bool(), torch.Generator().manual_seed(0))
+            x_t = model.schedule.q_sample(b["x0"].float() * m[..., None], tt, noise, b["mask"].bool()).float()
+            o = model.denoise(cond, x_t, tt, None)
             row = {"t": t}
             for mode in ("absolute", "superposed"):
                 row[mode] = float(frame_rotation_loss(superposed_rotations(o["R"], o["x0"], b["x0"].float(), m, mode), R_true, m))

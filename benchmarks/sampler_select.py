@@ -38,9 +38,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_model(args.weights)
-    model = model[0] if isinstance(model, tuple) else model
-    model.eval()
+    model, _, _ = load_model(args.weights)                               # eval mode
     data, splits = (args.data, args.splits) if args.data else default_data_paths("shared")
     if args.data and not splits: splits = Path(args.data).parent / "chain_set_splits.json"
     chains = list(load_chain_set(data, splits, split="validation"))

@@ -564,8 +564,8 @@ def _run_sampling(a) -> int:
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
     # sampler defaults travel with the weights (the preset's validated choice); a flag overrides them
-    self_cond = getattr(preset, "ddim_self_cond", True) if a.self_cond is None else a.self_cond
-    t_stop = getattr(preset, "ddim_t_stop", 0) if a.t_stop is None else a.t_stop
+    self_cond = preset.ddim_self_cond if a.self_cond is None else a.self_cond
+    t_stop = preset.ddim_t_stop if a.t_stop is None else a.t_stop
     if a.guidance != 1.0 and not preset.p_uncond > 0:                                  # v10–v12b: no CFG dropout
         print(f"minifold-sample: warning: --guidance {a.guidance:g} is meaningless for preset {preset.name}: it was trained "
               "with p_uncond = 0 (no classifier-free guidance dropout), so the unconditional branch never saw MASKed "
