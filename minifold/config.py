@@ -70,7 +70,7 @@ MAX_LEN = 125           # crop length of the seed (max 125 residues)
 # the string switches whose other values would otherwise fall through to a default branch somewhere downstream
 PRESET_CHOICES = {"denoiser": ("ipa", "egnn"), "fape_frames": ("learned", "gram_schmidt"), "frame_gate": ("snr", "noise"),
                   "trans_init": ("x_t", "mmse"), "sc_init": ("seed", "blend"), "frame_init_reference": ("mean", "identity"),
-                  "rot_frame": ("absolute", "superposed")}
+                  "rot_frame": ("absolute", "superposed"), "xt_pair": ("none", "distogram")}
 
 @dataclass
 class Preset:
@@ -83,6 +83,8 @@ class Preset:
     # --- diffusion ---
     T: int = 1000                         # diffusion steps
     beta_schedule: str = "cosine"         # see nbs/20_diffusion
+    t_power: float = 1.0                  # training timesteps t = ⌊T·u^p⌋, u ~ U(0, 1): 1 = uniform (the seed); p > 1
+                                          # puts more of the training signal on low noise, where sampling ends
     # --- denoiser ---
     denoiser: str = "ipa"                 # 'ipa' | 'egnn'
     d_single: int = 512                   # single representation carried through the denoiser
@@ -107,6 +109,10 @@ class Preset:
     sc_init: str = "seed"                 # self-conditioned frames: 'seed' = rotations of the previous x̂0, translations
                                           # of x_t | 'blend' = both slerped/mixed from the previous x̂0 (high noise)
                                           # to x_t (low noise) by the frame gate and c(t), see IPADenoiser.init_frames
+    xt_pair: str = "none"                 # 'distogram': the pair track also sees the distances of the starting
+                                          # translations (c(t)·x_t under 'mmse') as a one-hot distogram, times a
+                                          # zero-initialised gate of the timestep embedding (IPADenoiser) | 'none'
+                                          # (the seed: x_t reaches the denoiser only through the starting frames)
     frame_init_reference: str = "mean"    # SNR-gated init blends GS frames toward: 'mean' chain frame (SE(3)-equivariant,
                                           # our default) | 'identity' (the seed's choice; breaks equivariance when conf<1)
     # --- pair stack ---

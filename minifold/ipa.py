@@ -205,6 +205,11 @@ class IPADenoiser(nn.Module):
         self.pair_norm = nn.LayerNorm(d_cond_pair)
         self.pair_proj = nn.Linear(d_cond_pair, p.d_pair) if d_cond_pair != p.d_pair else nn.Identity()
         self.sc_pair = nn.Linear(p.n_dist_bins, p.d_pair, bias=False)
+        self.xt_pair = self.xt_gate = None
+        if p.xt_pair == "distogram":   # the gate starts at exactly 0, so weights trained without it load unchanged
+            self.xt_pair = nn.Linear(p.n_dist_bins, p.d_pair, bias=False)
+            self.xt_gate = nn.Linear(self.d_time, p.d_pair)
+            nn.init.zeros_(self.xt_gate.weight); nn.init.zeros_(self.xt_gate.bias)
         self.layers = nn.ModuleList([IPALayer(p) for _ in range(p.n_layers)])
         self.backbone_head = BackboneAtomHead(p.d_single) if p.backbone_head else None
         self.grad_checkpoint = bool(p.grad_checkpoint)
@@ -262,6 +267,10 @@ class IPADenoiser(nn.Module):
             p = self.preset
             z = z + self.sc_pair(sc_distogram(self_cond["x0"].detach(), mask, p.n_dist_bins, p.dist_min, p.dist_max))
         R, trans = self.init_frames(x_t, mask, conf, self_cond, x_scale)
+        if self.xt_pair is not None:   # distances of the starting translations [B, L, L, n_bins], weighted per channel by t
+            p = self.preset
+            dgram = sc_distogram(trans, mask, p.n_dist_bins, p.dist_min, p.dist_max)
+            z = z + self.xt_pair(dgram.to(z.dtype)) * self.xt_gate(temb)[:, None, None, :]
         for layer in self.layers:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 s, R, trans = checkpoint(layer, s, z, R, trans, mask, use_reentrant=False)

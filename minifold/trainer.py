@@ -343,7 +343,11 @@ def diffusion_inputs(model, batch: dict, generator: torch.Generator) -> tuple[to
     "(x_t [B,L,3], t [B] long): random timesteps and noise from `generator` (CPU), noised by `model.schedule`."
     x0 = batch["x0"]
     B = x0.shape[0]
-    t = torch.randint(0, _T(model), (B,), generator=generator).to(x0.device)
+    T, power = _T(model), float(getattr(getattr(model, "preset", None), "t_power", 1.0))
+    if power == 1.0: t = torch.randint(0, T, (B,), generator=generator)            # uniform (the seed)
+    else:            # t = ⌊T·u^p⌋: p > 1 moves training toward low noise (P(t < τ) = (τ/T)^(1/p))
+        t = (T * torch.rand(B, generator=generator).pow(power)).long().clamp_(0, T - 1)
+    t = t.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
     return model.schedule.q_sample(x0, t, noise, batch["mask"]), t
 
@@ -829,6 +833,7 @@ def ema_weights(init_from) -> dict:
     s = load_checkpoint(path, required=())
     if "model" not in s:
         if all(isinstance(v, torch.Tensor) for v in s.values()): return s        # a plain state_dict file
+        if str(s.get("format", "")).startswith("minifold.weights/"): return dict(s["state_dict"])   # export_weights
         raise CheckpointError(f"{path}: neither a trainer checkpoint (no 'model') nor a state dict")
     sd = dict(s["model"])
     if "ema" in s: sd.update(s["ema"]["shadow"])
@@ -849,6 +854,7 @@ def train(version: str = "tiny",                 # preset name (v10 … v14, tin
           epochs: Optional[int] = None,           # default preset.epochs
           encoder_weights=None,                   # Stage-1 weights; default data/weights/encoder_cpu.pt for cpu/seed encoders; 'none' = random
           init_from=None,                         # warm start: run folder or checkpoint (EMA weights, strict=False)
+          init_partial: bool = False,             # warm start also loads name+shape matches inside changed units
           device: str = "auto",                   # 'auto' | 'cpu' | 'cuda' | 'cuda:1'
           seed: int = 0,
           max_train_chains: Optional[int] = None,
@@ -885,11 +891,12 @@ def train(version: str = "tiny",                 # preset name (v10 … v14, tin
                       "n_val": len(val_src), "load_report": tr.report.summary()},
              "encoder_weights": None if enc is None else str(enc)}
     if init_from is not None and not (resume and (out_dir / "ckpt" / "last.pt").exists()):
-        report = model.warm_start(ema_weights(init_from), verbose=verbose and dist.is_main)
+        report = model.warm_start(ema_weights(init_from), partial=init_partial, verbose=verbose and dist.is_main)
         keep = {k: v for k, v in report.items() if k not in ("matched", "skipped")}   # the rest is short
         extra["warm_start"] = {"from": str(checkpoint_path(init_from)), "report": keep}
     params = dict(version=version, data_path=str(data_path), splits_path=str(splits_path), out_dir=str(out_dir),
-                  epochs=epochs, encoder_weights=None if enc is None else str(enc), init_from=init_from, device=device,
+                  epochs=epochs, encoder_weights=None if enc is None else str(enc), init_from=init_from,
+                  init_partial=init_partial, device=device,
                   seed=seed, max_train_chains=max_train_chains, max_val_chains=max_val_chains, ddim_every=ddim_every,
                   ddim_max_chains=ddim_max_chains, num_workers=num_workers, max_steps_per_epoch=max_steps_per_epoch,
                   save_every_steps=save_every_steps, preset_overrides=preset_overrides or {}, time_limit_min=time_limit_min)
@@ -1020,9 +1027,10 @@ def main(argv=None):
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="preset overrides field=value")
     ap.add_argument("--no-resume", action="store_true"); ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--init-partial", action="store_true", help="warm start: also load matches inside changed units")
     a = ap.parse_args(argv)
     res = train(a.version, data_path=a.data_path, splits_path=a.splits_path, out_dir=a.out_dir, epochs=a.epochs,
-                encoder_weights=a.encoder_weights, init_from=a.init_from, device=a.device, seed=a.seed,
+                encoder_weights=a.encoder_weights, init_from=a.init_from, init_partial=a.init_partial, device=a.device, seed=a.seed,
                 max_train_chains=a.max_train_chains, max_val_chains=a.max_val_chains, ddim_every=a.ddim_every,
                 ddim_max_chains=a.ddim_max_chains, num_workers=a.num_workers, max_steps_per_epoch=a.max_steps_per_epoch,
                 save_every_steps=a.save_every_steps, step_log=a.step_log, preset_overrides=_parse_set(a.set),
