@@ -20,6 +20,7 @@ from minifold.data import load_chain_set, collate, featurize, crop_window, defau
 from minifold.metrics import tm_score                                                             # noqa: E402
 from minifold.sampling import ddim_sample                                                          # noqa: E402
 from minifold.structure_io import load_model                                                       # noqa: E402
+from minifold.templates import sse_fractions                                                      # noqa: E402
 
 
 def main(argv=None):
@@ -47,10 +48,13 @@ def main(argv=None):
     grid = [(sc, ts) for sc in (True, False) for ts in args.t_stop]
     tms = {g: [] for g in grid}
     bonds = {g: [] for g in grid}   # mean consecutive Cα–Cα distance of the samples (Å): a shrunk x̂0 shows here
+    helix = {g: [] for g in grid}   # P-SEA helix fraction of each sample: secondary structure the TM mean can hide
+    helix_true = []
     t0 = time.time()
     for s in range(0, len(items), args.batch_size):
         b = collate(items[s:s + args.batch_size])
         cache = {}
+        helix_true += [sse_fractions(b["ca"][i], b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
         for sc, ts in grid:
             per = []
             for k in range(args.samples):
@@ -59,17 +63,20 @@ def main(argv=None):
                 per.append(tm_score(r["ca"].cpu(), b["ca"], b["ca_mask"].bool()))
                 mm = (b["mask"][:, 1:] & b["mask"][:, :-1]).bool()
                 bonds[(sc, ts)].append(float((r["ca"].cpu()[:, 1:] - r["ca"].cpu()[:, :-1]).norm(dim=-1)[mm].mean()))
+                helix[(sc, ts)] += [sse_fractions(r["ca"][i].cpu(), b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
             tms[(sc, ts)].append(torch.stack(per).mean(0))
         print(f"{min(s + args.batch_size, len(items))}/{len(items)} chains, {time.time() - t0:.0f} s", flush=True)
     rows = [{"self_cond": sc, "t_stop": ts, "tm_mean": float(torch.cat(tms[(sc, ts)]).mean()),
-             "ca_ca_mean": float(np.mean(bonds[(sc, ts)]))} for sc, ts in grid]
-    for r in rows: print(f"self_cond={r['self_cond']!s:5s} t_stop={r['t_stop']:4d}  TM {r['tm_mean']:.3f}  mean Cα–Cα {r['ca_ca_mean']:.2f} Å")
+             "ca_ca_mean": float(np.mean(bonds[(sc, ts)])), "helix_mean": float(np.mean(helix[(sc, ts)]))} for sc, ts in grid]
+    for r in rows: print(f"self_cond={r['self_cond']!s:5s} t_stop={r['t_stop']:4d}  TM {r['tm_mean']:.3f}  mean Cα–Cα "
+                         f"{r['ca_ca_mean']:.2f} Å  helix {r['helix_mean']:.2f} (truth {np.mean(helix_true):.2f})")
     best = max(rows, key=lambda r: r["tm_mean"])
     print(f"best on validation: self_cond={best['self_cond']} t_stop={best['t_stop']} (TM {best['tm_mean']:.3f})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "sampler_select", "weights": str(args.weights),
             "chains": [chains[k].name for k in keep], "samples": args.samples, "steps": args.steps, "rows": rows,
+            "helix_truth_mean": float(np.mean(helix_true)),
             "best": best, "seconds": round(time.time() - t0, 1),
             "command": "python benchmarks/sampler_select.py " + " ".join(argv if argv is not None else sys.argv[1:])}, indent=1))
     return rows
