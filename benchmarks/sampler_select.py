@@ -1,5 +1,5 @@
 """Choose the sampler of a trained model on the validation split (never on test): mean TM-score of DDIM samples
-for a grid of self-conditioning on/off × truncation t_stop.
+for a grid of self-conditioning on/off × DDIM η × truncation t_stop.
 
     python benchmarks/sampler_select.py --weights runs/fold/ckpt/last.pt --out runs/fold/val_selection/sampler_grid.json
 
@@ -33,6 +33,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--t-stop", type=int, nargs="*", default=[0, 200, 300, 400])
+    ap.add_argument("--eta", type=float, nargs="*", default=[0.0], help="DDIM η values (0 deterministic, 1 DDPM-like)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -45,7 +46,7 @@ def main(argv=None):
     chains = list(load_chain_set(data, splits, split="validation"))
     keep = np.sort(np.random.default_rng(args.seed).choice(len(chains), min(args.n_chains, len(chains)), replace=False))
     items = [featurize(chains[k], crop_window(len(chains[k]), args.max_len)) for k in keep]
-    grid = [(sc, ts) for sc in (True, False) for ts in args.t_stop]
+    grid = [(sc, eta, ts) for sc in (True, False) for eta in args.eta for ts in args.t_stop]
     tms = {g: [] for g in grid}
     bonds = {g: [] for g in grid}   # mean consecutive Cα–Cα distance of the samples (Å): a shrunk x̂0 shows here
     helix = {g: [] for g in grid}   # P-SEA helix fraction of each sample: secondary structure the TM mean can hide
@@ -55,23 +56,23 @@ def main(argv=None):
         b = collate(items[s:s + args.batch_size])
         cache = {}
         helix_true += [sse_fractions(b["ca"][i], b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
-        for sc, ts in grid:
+        for sc, eta, ts in grid:
             per = []
             for k in range(args.samples):
-                r = ddim_sample(model, b, steps=args.steps, self_cond=sc, t_stop=ts, progress=False, cond_cache=cache,
+                r = ddim_sample(model, b, steps=args.steps, eta=eta, self_cond=sc, t_stop=ts, progress=False, cond_cache=cache,
                                 generator=torch.Generator().manual_seed(args.seed + 1000 * k + s))
                 per.append(tm_score(r["ca"].cpu(), b["ca"], b["ca_mask"].bool()))
                 mm = (b["mask"][:, 1:] & b["mask"][:, :-1]).bool()
-                bonds[(sc, ts)].append(float((r["ca"].cpu()[:, 1:] - r["ca"].cpu()[:, :-1]).norm(dim=-1)[mm].mean()))
-                helix[(sc, ts)] += [sse_fractions(r["ca"][i].cpu(), b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
-            tms[(sc, ts)].append(torch.stack(per).mean(0))
+                bonds[(sc, eta, ts)].append(float((r["ca"].cpu()[:, 1:] - r["ca"].cpu()[:, :-1]).norm(dim=-1)[mm].mean()))
+                helix[(sc, eta, ts)] += [sse_fractions(r["ca"][i].cpu(), b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
+            tms[(sc, eta, ts)].append(torch.stack(per).mean(0))
         print(f"{min(s + args.batch_size, len(items))}/{len(items)} chains, {time.time() - t0:.0f} s", flush=True)
-    rows = [{"self_cond": sc, "t_stop": ts, "tm_mean": float(torch.cat(tms[(sc, ts)]).mean()),
-             "ca_ca_mean": float(np.mean(bonds[(sc, ts)])), "helix_mean": float(np.mean(helix[(sc, ts)]))} for sc, ts in grid]
-    for r in rows: print(f"self_cond={r['self_cond']!s:5s} t_stop={r['t_stop']:4d}  TM {r['tm_mean']:.3f}  mean Cα–Cα "
+    rows = [{"self_cond": sc, "eta": eta, "t_stop": ts, "tm_mean": float(torch.cat(tms[(sc, eta, ts)]).mean()),
+             "ca_ca_mean": float(np.mean(bonds[(sc, eta, ts)])), "helix_mean": float(np.mean(helix[(sc, eta, ts)]))} for sc, eta, ts in grid]
+    for r in rows: print(f"self_cond={r['self_cond']!s:5s} η={r['eta']:.1f} t_stop={r['t_stop']:4d}  TM {r['tm_mean']:.3f}  mean Cα–Cα "
                          f"{r['ca_ca_mean']:.2f} Å  helix {r['helix_mean']:.2f} (truth {np.mean(helix_true):.2f})")
     best = max(rows, key=lambda r: r["tm_mean"])
-    print(f"best on validation: self_cond={best['self_cond']} t_stop={best['t_stop']} (TM {best['tm_mean']:.3f})")
+    print(f"best on validation: self_cond={best['self_cond']} η={best['eta']} t_stop={best['t_stop']} (TM {best['tm_mean']:.3f})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "sampler_select", "weights": str(args.weights),
