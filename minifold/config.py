@@ -253,16 +253,19 @@ _SMALL = _V14.replace(
 # IPA translations start at E[x0 | x_t] ≈ c(t)·x_t instead of x_t (`trans_init='mmse'`); with self-conditioning,
 # the starting frames move from the previous x̂0 (high noise) to x_t (low noise) by the same gates (`sc_init='blend'`).
 # The frame rotation loss is taken after superposing the predicted trace on the truth (`rot_frame='superposed'`,
-# nbs/30_losses): memorized chains then come back from pure noise at x0 TM 0.88 instead of 0.59. It samples with
-# truncated DDIM (stop at t = 600, return x̂0) and without self-conditioning: the best of a grid on validation.
+# nbs/30_losses): memorized chains then come back from pure noise at x0 TM 0.88 instead of 0.59. The shipped weights
+# are a second stage (runs/fold_v2, warm-started from runs/fold) that adds the x_t distogram to the pair track
+# (`xt_pair='distogram'`) and draws training timesteps toward low noise (`t_power=2`): x̂0 then beats its own input
+# at every noise level (benchmarks/results/x0_by_t_*.json). It samples with full, self-conditioned DDIM: the best of
+# a grid on validation (runs/fold_v2/val_selection/sampler_grid.json).
 _FOLD = _V14.replace(
     name="fold", parent=None, description="shipped fold model: small's v14 widths, ProMod3 pack + its encoder, noise-gated frames, MMSE translation init",
     encoder="fold", d_single=64, n_layers=3, n_heads=4, c_ipa=16, n_qk_points=4, n_v_points=4, d_ffn=128,
     d_pair=32, n_pair_blocks=2, pair_heads=4, tri_mul_dim=16, pair_transition_n=4, n_rpe_bins=64, d_rpe_sin=16, aux_pair_dim=16,
     n_aux_blocks=1, lr=5e-4, batch_size=8, grad_accum=1, epochs=6, warmup_epochs=1, constant_epochs=2,
     amp="none", grad_checkpoint=False, patience=100, ddim_every=0, ddim_steps=25, ema_decay=0.995, max_len=64,
-    frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed",
-    ddim_self_cond=False, ddim_t_stop=600)   # sampler chosen on validation (runs/fold/val_selection/sampler_grid.json)
+    frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed", xt_pair="distogram", t_power=2.0,
+    ddim_self_cond=True, ddim_t_stop=0)   # sampler chosen on validation (runs/fold_v2/val_selection/sampler_grid.json)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [_V10, _V11, _V11B, _V12, _V12B, _V13, _V14, _TINY, _SMALL, _FOLD]}
 VERSIONS = ["v10", "v11", "v11b", "v12", "v12b", "v13", "v14"]  # the seed's history, in order
