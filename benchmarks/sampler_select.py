@@ -23,13 +23,30 @@ from minifold.structure_io import load_model                                    
 from minifold.templates import sse_fractions                                                      # noqa: E402
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def validation_args(doc: str, n_chains: int) -> argparse.ArgumentParser:
+    "The arguments every validation-split benchmark shares (weights, data, chain subset); add your own after."
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--weights", required=True, help="trainer checkpoint, run folder or export_weights file")
     ap.add_argument("--data", default=None, help="chain_set.jsonl[.gz] (default: the shared pack)")
     ap.add_argument("--splits", default=None)
-    ap.add_argument("--n-chains", type=int, default=60)
+    ap.add_argument("--n-chains", type=int, default=n_chains)
     ap.add_argument("--max-len", type=int, default=128)
+    return ap
+
+
+def load_validation(args):
+    "(model in eval mode, validation chains, indices of the seeded subset, featurized items) for `validation_args`."
+    torch.set_num_threads(args.threads)
+    model, _, _ = load_model(args.weights)
+    data, splits = (args.data, args.splits) if args.data else default_data_paths("shared")
+    if args.data and not splits: splits = Path(args.data).parent / "chain_set_splits.json"
+    chains = list(load_chain_set(data, splits, split="validation"))
+    keep = np.sort(np.random.default_rng(args.seed).choice(len(chains), min(args.n_chains, len(chains)), replace=False))
+    return model, chains, keep, [featurize(chains[k], crop_window(len(chains[k]), args.max_len)) for k in keep]
+
+
+def main(argv=None):
+    ap = validation_args(__doc__, n_chains=60)
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--t-stop", type=int, nargs="*", default=[0, 200, 300, 400])
@@ -39,13 +56,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model, _, _ = load_model(args.weights)                               # eval mode
-    data, splits = (args.data, args.splits) if args.data else default_data_paths("shared")
-    if args.data and not splits: splits = Path(args.data).parent / "chain_set_splits.json"
-    chains = list(load_chain_set(data, splits, split="validation"))
-    keep = np.sort(np.random.default_rng(args.seed).choice(len(chains), min(args.n_chains, len(chains)), replace=False))
-    items = [featurize(chains[k], crop_window(len(chains[k]), args.max_len)) for k in keep]
+    model, chains, keep, items = load_validation(args)
     grid = [(sc, eta, ts) for sc in (True, False) for eta in args.eta for ts in args.t_stop]
     tms = {g: [] for g in grid}
     bonds = {g: [] for g in grid}   # mean consecutive Cα–Cα distance of the samples (Å): a shrunk x̂0 shows here

@@ -7,7 +7,6 @@ chain to t, denoise once (no self-conditioning) and score x̂0 against the truth
 A denoiser that only copies its input scores x̂0 ≈ x_t/√ᾱ at low t; one that has learned local geometry beats it,
 keeps consecutive Cα near 3.8 Å and shows the truth's P-SEA helix fraction.
 """
-import argparse
 import json
 import sys
 import time
@@ -18,11 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minifold.config import to_angstrom                                                            # noqa: E402
-from minifold.data import load_chain_set, collate, featurize, crop_window, default_data_paths   # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minifold.data import collate                                                                 # noqa: E402
 from minifold.metrics import tm_score                                                             # noqa: E402
 from minifold.sampling import predict_x0                                                           # noqa: E402
-from minifold.structure_io import load_model                                                       # noqa: E402
 from minifold.templates import sse_fractions                                                      # noqa: E402
+from sampler_select import validation_args, load_validation                                       # noqa: E402
 
 
 def _ca_ca(x, mask):
@@ -32,25 +32,14 @@ def _ca_ca(x, mask):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", required=True, help="trainer checkpoint, run folder or export_weights file")
-    ap.add_argument("--data", default=None, help="chain_set.jsonl[.gz] (default: the shared pack)")
-    ap.add_argument("--splits", default=None)
-    ap.add_argument("--n-chains", type=int, default=48)
-    ap.add_argument("--max-len", type=int, default=128)
+    ap = validation_args(__doc__, n_chains=48)
     ap.add_argument("--t", type=int, nargs="*", default=[25, 50, 100, 200, 300, 450, 600, 800, 950])
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model, _, _ = load_model(args.weights)
-    data, splits = (args.data, args.splits) if args.data else default_data_paths("shared")
-    if args.data and not splits: splits = Path(args.data).parent / "chain_set_splits.json"
-    chains = list(load_chain_set(data, splits, split="validation"))
-    keep = np.sort(np.random.default_rng(args.seed).choice(len(chains), min(args.n_chains, len(chains)), replace=False))
-    items = [featurize(chains[k], crop_window(len(chains[k]), args.max_len)) for k in keep]
+    model, chains, keep, items = load_validation(args)
     abar = model.schedule.alphas_cumprod
     t0, rows, helix_true = time.time(), [], []
     batches = [collate(items[s:s + args.batch_size]) for s in range(0, len(items), args.batch_size)]
