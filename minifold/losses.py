@@ -18,9 +18,10 @@ from .metrics import kabsch
 
 # %% auto #0
 __all__ = ['LOSS_KEYS', 'DIAGNOSTIC_KEYS', 'chain_mean', 'fape_errors', 'fape_loss', 'frame_rotation_loss',
-           'superposed_rotations', 'distance_mse_loss', 'bond_loss', 'bond_weight', 'chirality_loss', 'angle_loss',
-           'rg_loss', 'dist_bins', 'aux_distance_loss', 'clash_loss', 'backbone_fape_loss', 'backbone_bond_loss',
-           'backbone_angle_loss', 'omega_loss', 'bb_ramp', 'loss_weights', 'compute_losses', 'random_baselines']
+           'superposed_rotations', 'distance_mse_loss', 'local_distance_loss', 'bond_loss', 'bond_weight',
+           'chirality_loss', 'angle_loss', 'rg_loss', 'dist_bins', 'aux_distance_loss', 'clash_loss',
+           'backbone_fape_loss', 'backbone_bond_loss', 'backbone_angle_loss', 'omega_loss', 'bb_ramp', 'loss_weights',
+           'compute_losses', 'random_baselines']
 
 # %% ../nbs/30_losses.ipynb #7221d874
 def chain_mean(x: torch.Tensor,  # [B, ...] per-term values
@@ -104,6 +105,22 @@ def distance_mse_loss(x_pred: torch.Tensor,  # [B, L, 3]
     L = mask.shape[1]
     pm = mask[:, :, None] & mask[:, None, :] & ~torch.eye(L, dtype=torch.bool, device=mask.device)
     return chain_mean((dp - dt).pow(2), pm)
+
+# %% ../nbs/30_losses.ipynb #b3d2f4a2
+@fp32_island
+def local_distance_loss(x_pred: torch.Tensor,  # [B, L, 3]
+                        x_true: torch.Tensor,  # [B, L, 3]
+                        mask: torch.Tensor,    # [B, L] bool (Cα observed)
+                        residue_index: Optional[torch.Tensor] = None,  # [B, L] long; gaps break the stretches
+                        max_sep: int = 6,      # separations 2..max_sep (1 is the bond loss's)
+                       ) -> torch.Tensor:
+    "Mean over separations k = 2…max_sep of the MSE of Cα(i)–Cα(i+k) distances (model units²)."
+    terms = []
+    for k in range(2, max_sep + 1):
+        dp = safe_norm(x_pred[:, k:] - x_pred[:, :-k])                 # [B, L−k]
+        dt = safe_norm(x_true[:, k:] - x_true[:, :-k])
+        terms.append(chain_mean((dp - dt).pow(2), _consecutive(mask, residue_index, k)))
+    return torch.stack(terms).mean() if terms else x_pred.float().sum() * 0.0
 
 # %% ../nbs/30_losses.ipynb #9b90a99b
 @fp32_island
@@ -249,7 +266,7 @@ def omega_loss(atoms: torch.Tensor, mask: torch.Tensor, residue_index: Optional[
 
 # %% ../nbs/30_losses.ipynb #fdb6311a
 LOSS_KEYS = ["fape", "rot", "dist", "bond", "chiral", "angle", "rg", "aux", "clash",
-             "bb_fape", "bb_bond", "bb_angle", "omega"]
+             "bb_fape", "bb_bond", "bb_angle", "omega", "local"]
 # Logged (train and val CSV columns), never weighted: FAPE without the 10 Å clamp, the scale of the seed's FAPE columns.
 DIAGNOSTIC_KEYS = ["fape_unclamped", "bb_fape_unclamped"]
 
@@ -264,7 +281,7 @@ def loss_weights(preset: Preset, epoch: int = 0) -> dict:
     return {"fape": preset.w_fape, "rot": preset.w_rot, "dist": preset.w_dist, "bond": bond_weight(epoch, preset),
             "chiral": preset.w_chiral, "angle": preset.w_angle, "rg": preset.w_rg, "aux": preset.w_aux,
             "clash": preset.w_clash, "bb_fape": preset.w_bb_fape * r, "bb_bond": preset.w_bb_bond * r,
-            "bb_angle": preset.w_bb_angle * r, "omega": preset.w_omega * r}
+            "bb_angle": preset.w_bb_angle * r, "omega": preset.w_omega * r, "local": preset.w_local}
 
 def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or None), aux_logits, log_rg
                    batch: dict,      # data.collate batch (x0, bb0 in model units)
@@ -310,6 +327,7 @@ def compute_losses(out: dict,        # model output: x0, R, trans, atoms (or Non
     logs["bond"] = bond_loss(x_pred, ca_mask, ri)
     logs["chiral"] = chirality_loss(x_pred, x_true, ca_mask, ri)
     logs["angle"] = angle_loss(x_pred, x_true, ca_mask, ri)
+    if preset.w_local > 0: logs["local"] = local_distance_loss(x_pred, x_true, ca_mask, ri, preset.local_max_sep)
     if out.get("log_rg") is not None:
         logs["rg"] = rg_loss(out["log_rg"], x_true, ca_mask)
     if out.get("aux_logits") is not None:
