@@ -10,8 +10,8 @@ from minifold.data import collate, default_data_paths, featurize, load_chain_set
 from minifold.geometry import frames_from_backbone, frames_from_ca, ideal_helix, radius_of_gyration, random_rotation, safe_cdist
 from minifold.losses import (LOSS_KEYS, angle_loss, aux_distance_loss, backbone_angle_loss, backbone_bond_loss,
                              backbone_fape_loss, bb_ramp, bond_loss, bond_weight, chain_mean, chirality_loss, clash_loss,
-                             compute_losses, dist_bins, distance_mse_loss, fape_loss, frame_rotation_loss, loss_weights,
-                             omega_loss, random_baselines, rg_loss)
+                             compute_losses, dist_bins, distance_mse_loss, fape_loss, frame_rotation_loss, local_distance_loss,
+                             loss_weights, omega_loss, random_baselines, rg_loss)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _leaf(out):
             for k, v in out.items()}
 
 
-@pytest.mark.parametrize("name", VERSIONS + ["tiny", "small"])
+@pytest.mark.parametrize("name", VERSIONS + ["tiny", "small", "fold"])
 def test_perfect_prediction_is_near_zero_and_all_contributors_logged(chains, name):
     p = get_preset(name)
     batch = _batch(chains[:3], (40, 50, 60))
@@ -256,3 +256,19 @@ def test_missing_atoms_are_masked_through_compute_losses(chains):
     # and a moved O where it IS observed does count
     o5 = dict(out); a5 = out["atoms"].clone(); a5[:2, :, 3] += 0.5; o5["atoms"] = a5
     assert compute_losses(o5, batch, p, epoch=4)[1]["bb_fape"] > ref["bb_fape"] + 1e-3
+
+
+def test_local_distance_loss_is_off_for_the_seed_versions_and_sees_helix_versus_strand(chains):
+    assert all(get_preset(v).w_local == 0 for v in VERSIONS) and get_preset("fold").w_local > 0
+    p = get_preset("fold")
+    batch = _batch(chains[:2], (40, 50))
+    _, logs = compute_losses(_out(batch, p), batch, p)
+    assert logs["local"].item() < 1e-6 and loss_weights(p)["local"] == p.w_local
+    helix = to_model_units(ideal_helix(30))[None]
+    strand = torch.zeros(1, 30, 3); strand[0, :, 0] = to_model_units(3.3) * torch.arange(30)   # extended, 3.3 Å rise
+    m = torch.ones(1, 30, dtype=torch.bool)
+    # i→i+3: ~5 Å in a helix, ~10 Å extended; the error is several Å², far above a rotated copy's zero
+    assert local_distance_loss(strand, helix, m).item() > to_model_units(3.0) ** 2
+    assert local_distance_loss(helix @ random_rotation(1, torch.Generator().manual_seed(0))[0].T, helix, m).item() < 1e-8
+    nan = helix.clone(); nan[0, 5] = float("nan"); m2 = m.clone(); m2[0, 5] = False              # a missing Cα: masked, finite
+    assert torch.isfinite(local_distance_loss(nan, helix, m2))
