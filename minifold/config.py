@@ -266,7 +266,7 @@ _FOLD = _V14.replace(
     d_pair=32, n_pair_blocks=2, pair_heads=4, tri_mul_dim=16, pair_transition_n=4, n_rpe_bins=64, d_rpe_sin=16, aux_pair_dim=16,
     n_aux_blocks=1, lr=5e-4, batch_size=8, grad_accum=1, epochs=6, warmup_epochs=1, constant_epochs=2,
     amp="none", grad_checkpoint=False, patience=100, ddim_every=0, ddim_steps=25, ema_decay=0.995, max_len=64,
-    frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed", xt_pair="distogram", t_power=2.0, w_local=3.0,
+    frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed", xt_pair="distogram", t_power=2.0,
     ddim_self_cond=True, ddim_t_stop=0)   # sampler chosen on validation (runs/fold_v2/val_selection/sampler_grid.json)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [_V10, _V11, _V11B, _V12, _V12B, _V13, _V14, _TINY, _SMALL, _FOLD]}
