@@ -23,7 +23,7 @@ from minifold.structure_io import load_model                                    
 from minifold.templates import sse_fractions                                                      # noqa: E402
 
 
-def validation_args(doc: str, n_chains: int) -> argparse.ArgumentParser:
+def validation_args(doc: str, n_chains: int, threads: int = 2) -> argparse.ArgumentParser:
     "The arguments every validation-split benchmark shares (weights, data, chain subset); add your own after."
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--weights", required=True, help="trainer checkpoint, run folder or export_weights file")
@@ -31,6 +31,8 @@ def validation_args(doc: str, n_chains: int) -> argparse.ArgumentParser:
     ap.add_argument("--splits", default=None)
     ap.add_argument("--n-chains", type=int, default=n_chains)
     ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--seed", type=int, default=0)
     return ap
 
 
@@ -52,8 +54,6 @@ def main(argv=None):
     ap.add_argument("--t-stop", type=int, nargs="*", default=[0, 200, 300, 400])
     ap.add_argument("--eta", type=float, nargs="*", default=[0.0], help="DDIM η values (0 deterministic, 1 DDPM-like)")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     model, chains, keep, items = load_validation(args)

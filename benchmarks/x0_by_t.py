@@ -32,11 +32,9 @@ def _ca_ca(x, mask):
 
 
 def main(argv=None):
-    ap = validation_args(__doc__, n_chains=48)
+    ap = validation_args(__doc__, n_chains=48, threads=1)
     ap.add_argument("--t", type=int, nargs="*", default=[25, 50, 100, 200, 300, 450, 600, 800, 950])
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     model, chains, keep, items = load_validation(args)

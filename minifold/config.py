@@ -143,7 +143,7 @@ class Preset:
                                           # as predicted, so at high noise it asks for the truth's arbitrary global pose)
                                           # | 'superposed' (after the Kabsch rotation of predicted Cα onto the truth)
     w_dist: float = 1.0
-    w_local: float = 0.0                  # Cα distance MSE at sequence separations 2..local_max_sep (fold preset; 0 = off)
+    w_local: float = 0.0                  # Cα distance MSE at sequence separations 2..local_max_sep (0 = off; 3.0 in runs/fold_v3)
     local_max_sep: int = 6
     bond_w_start: float = 1.0             # β(e) = min(bond_w_max, start + (max-start)·min(e/bond_anneal_epochs, 1))
     bond_w_max: float = 3.0
