@@ -261,7 +261,7 @@ _SMALL = _V14.replace(
 # at every noise level (benchmarks/results/x0_by_t_*.json). The shipped weights are a third stage (runs/fold_v4,
 # warm-started from runs/fold_v2, 9 of 10 epochs × 600 steps, 97 min on 2 cores) that adds the local-distance loss
 # (`w_local=3`); they sample with plain (not self-conditioned) full DDIM, the better of the two on validation for
-# the same recipe (runs/fold_v3/val_selection/sampler_grid.json).
+# these weights (runs/fold_v4/val_selection/sampler_grid.json).
 _FOLD = _V14.replace(
     name="fold", parent=None, description="shipped fold model: small's v14 widths, ProMod3 pack + its encoder, noise-gated frames, MMSE translation init",
     encoder="fold", d_single=64, n_layers=3, n_heads=4, c_ipa=16, n_qk_points=4, n_v_points=4, d_ffn=128,
@@ -269,7 +269,7 @@ _FOLD = _V14.replace(
     n_aux_blocks=1, lr=5e-4, batch_size=8, grad_accum=1, epochs=10, warmup_epochs=1, constant_epochs=2,
     amp="none", grad_checkpoint=False, patience=100, ddim_every=0, ddim_steps=25, ema_decay=0.995, max_len=64,
     frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed", xt_pair="distogram", t_power=2.0,
-    w_local=3.0, ddim_self_cond=False, ddim_t_stop=0)   # plain DDIM: chosen on validation (runs/fold_v3/val_selection/sampler_grid.json)
+    w_local=3.0, ddim_self_cond=False, ddim_t_stop=0)   # plain DDIM: chosen on validation (runs/fold_v4/val_selection/sampler_grid.json)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [_V10, _V11, _V11B, _V12, _V12B, _V13, _V14, _TINY, _SMALL, _FOLD]}
 VERSIONS = ["v10", "v11", "v11b", "v12", "v12b", "v13", "v14"]  # the seed's history, in order
