@@ -255,8 +255,8 @@ _SMALL = _V14.replace(
 # IPA translations start at E[x0 | x_t] ≈ c(t)·x_t instead of x_t (`trans_init='mmse'`); with self-conditioning,
 # the starting frames move from the previous x̂0 (high noise) to x_t (low noise) by the same gates (`sc_init='blend'`).
 # The frame rotation loss is taken after superposing the predicted trace on the truth (`rot_frame='superposed'`,
-# nbs/30_losses): memorized chains then come back from pure noise at x0 TM 0.88 instead of 0.59. The shipped weights
-# are a second stage (runs/fold_v2, warm-started from runs/fold) that adds the x_t distogram to the pair track
+# nbs/30_losses): memorized chains then come back from pure noise at x0 TM 0.88 instead of 0.59. A second stage
+# (runs/fold_v2, warm-started from runs/fold) that adds the x_t distogram to the pair track
 # (`xt_pair='distogram'`) and draws training timesteps toward low noise (`t_power=2`): x̂0 then beats its own input
 # at every noise level (benchmarks/results/x0_by_t_*.json). The shipped weights are a third stage (runs/fold_v4,
 # warm-started from runs/fold_v2, 9 of 10 epochs × 600 steps, 97 min on 2 cores) that adds the local-distance loss
