@@ -1,5 +1,5 @@
 """Choose the sampler of a trained model on the validation split (never on test): mean TM-score of DDIM samples
-for a grid of self-conditioning on/off × DDIM η × truncation t_stop.
+for a grid of self-conditioning on/off × DDIM η × guidance weight w × truncation t_stop.
 
     python benchmarks/sampler_select.py --weights runs/fold/ckpt/last.pt --out runs/fold/val_selection/sampler_grid.json
 
@@ -53,11 +53,15 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--t-stop", type=int, nargs="*", default=[0, 200, 300, 400])
     ap.add_argument("--eta", type=float, nargs="*", default=[0.0], help="DDIM η values (0 deterministic, 1 DDPM-like)")
+    ap.add_argument("--guidance", type=float, nargs="*", default=[1.0],
+                    help="classifier-free guidance weights w (1 = conditional only; the model must be trained with p_uncond > 0)")
+    ap.add_argument("--self-cond", choices=["both", "on", "off"], default="both")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     model, chains, keep, items = load_validation(args)
-    grid = [(sc, eta, ts) for sc in (True, False) for eta in args.eta for ts in args.t_stop]
+    scs = {"both": (True, False), "on": (True,), "off": (False,)}[args.self_cond]
+    grid = [(sc, eta, w, ts) for sc in scs for eta in args.eta for w in args.guidance for ts in args.t_stop]
     tms = {g: [] for g in grid}
     bonds = {g: [] for g in grid}   # mean consecutive Cα–Cα distance of the samples (Å): a shrunk x̂0 shows here
     helix = {g: [] for g in grid}   # P-SEA helix fraction of each sample: secondary structure the TM mean can hide
@@ -67,23 +71,24 @@ def main(argv=None):
         b = collate(items[s:s + args.batch_size])
         cache = {}
         helix_true += [sse_fractions(b["ca"][i], b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
-        for sc, eta, ts in grid:
+        for g in grid:
+            sc, eta, w, ts = g
             per = []
             for k in range(args.samples):
-                r = ddim_sample(model, b, steps=args.steps, eta=eta, self_cond=sc, t_stop=ts, progress=False, cond_cache=cache,
+                r = ddim_sample(model, b, steps=args.steps, eta=eta, guidance=w, self_cond=sc, t_stop=ts, progress=False, cond_cache=cache,
                                 generator=torch.Generator().manual_seed(args.seed + 1000 * k + s))
                 per.append(tm_score(r["ca"].cpu(), b["ca"], b["ca_mask"].bool()))
                 mm = (b["mask"][:, 1:] & b["mask"][:, :-1]).bool()
-                bonds[(sc, eta, ts)].append(float((r["ca"].cpu()[:, 1:] - r["ca"].cpu()[:, :-1]).norm(dim=-1)[mm].mean()))
-                helix[(sc, eta, ts)] += [sse_fractions(r["ca"][i].cpu(), b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
-            tms[(sc, eta, ts)].append(torch.stack(per).mean(0))
+                bonds[g].append(float((r["ca"].cpu()[:, 1:] - r["ca"].cpu()[:, :-1]).norm(dim=-1)[mm].mean()))
+                helix[g] += [sse_fractions(r["ca"][i].cpu(), b["ca_mask"][i])["helix"] for i in range(len(b["ca"]))]
+            tms[g].append(torch.stack(per).mean(0))
         print(f"{min(s + args.batch_size, len(items))}/{len(items)} chains, {time.time() - t0:.0f} s", flush=True)
-    rows = [{"self_cond": sc, "eta": eta, "t_stop": ts, "tm_mean": float(torch.cat(tms[(sc, eta, ts)]).mean()),
-             "ca_ca_mean": float(np.mean(bonds[(sc, eta, ts)])), "helix_mean": float(np.mean(helix[(sc, eta, ts)]))} for sc, eta, ts in grid]
-    for r in rows: print(f"self_cond={r['self_cond']!s:5s} η={r['eta']:.1f} t_stop={r['t_stop']:4d}  TM {r['tm_mean']:.3f}  mean Cα–Cα "
+    rows = [{"self_cond": g[0], "eta": g[1], "guidance": g[2], "t_stop": g[3], "tm_mean": float(torch.cat(tms[g]).mean()),
+             "ca_ca_mean": float(np.mean(bonds[g])), "helix_mean": float(np.mean(helix[g]))} for g in grid]
+    for r in rows: print(f"self_cond={r['self_cond']!s:5s} η={r['eta']:.1f} w={r['guidance']:.1f} t_stop={r['t_stop']:4d}  TM {r['tm_mean']:.3f}  mean Cα–Cα "
                          f"{r['ca_ca_mean']:.2f} Å  helix {r['helix_mean']:.2f} (truth {np.mean(helix_true):.2f})")
     best = max(rows, key=lambda r: r["tm_mean"])
-    print(f"best on validation: self_cond={best['self_cond']} η={best['eta']} t_stop={best['t_stop']} (TM {best['tm_mean']:.3f})")
+    print(f"best on validation: self_cond={best['self_cond']} η={best['eta']} w={best['guidance']} t_stop={best['t_stop']} (TM {best['tm_mean']:.3f})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "sampler_select", "weights": str(args.weights),

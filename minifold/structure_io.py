@@ -503,8 +503,10 @@ def _build_parser() -> argparse.ArgumentParser:
                          "(default: the shipped data/weights/fold.pt)")
     ap.add_argument("--n-samples", type=int, default=1, help="samples per sequence (default 1)")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like (default 0)")
-    ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight w (default 1 = off)")
+    ap.add_argument("--eta", type=float, default=None,
+                    help="DDIM eta: 0 deterministic, 1 DDPM-like (default: the weights' preset, ddim_eta)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance weight w, 1 = off (default: the weights' preset, ddim_guidance)")
     sc = ap.add_mutually_exclusive_group()
     sc.add_argument("--self-cond", dest="self_cond", action="store_true", default=None,
                     help="self-conditioning during sampling (default: the weights' preset, ddim_self_cond)")
@@ -537,8 +539,9 @@ def _check_args(a):
     if a.n_samples < 1: raise CLIError(f"--n-samples must be >= 1, got {a.n_samples}")
     if a.steps < 1: raise CLIError(f"--steps must be >= 1, got {a.steps}")
     if a.t_stop is not None and a.t_stop < 0: raise CLIError(f"--t-stop must be >= 0, got {a.t_stop}")
-    if a.eta < 0 or not math.isfinite(a.eta): raise CLIError(f"--eta must be a finite number >= 0, got {a.eta}")
-    if not math.isfinite(a.guidance): raise CLIError(f"--guidance must be finite, got {a.guidance}")
+    if a.eta is not None and (a.eta < 0 or not math.isfinite(a.eta)):
+        raise CLIError(f"--eta must be a finite number >= 0, got {a.eta}")
+    if a.guidance is not None and not math.isfinite(a.guidance): raise CLIError(f"--guidance must be finite, got {a.guidance}")
     if a.batch_size < 1: raise CLIError(f"--batch-size must be >= 1, got {a.batch_size}")
     if not a.seq and not a.fasta: raise CLIError("no input: give --seq SEQUENCE (repeatable) and/or --fasta FILE")
 
@@ -564,8 +567,8 @@ def _run_sampling(a) -> int:
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
     # sampler defaults travel with the weights (the preset's validated choice); a flag overrides them
-    self_cond = preset.ddim_self_cond if a.self_cond is None else a.self_cond
-    t_stop = preset.ddim_t_stop if a.t_stop is None else a.t_stop
+    for flag in ("self_cond", "t_stop", "eta", "guidance"):
+        if getattr(a, flag) is None: setattr(a, flag, getattr(preset, f"ddim_{flag}"))
     if a.guidance != 1.0 and not preset.p_uncond > 0:                                  # v10–v12b: no CFG dropout
         print(f"minifold-sample: warning: --guidance {a.guidance:g} is meaningless for preset {preset.name}: it was trained "
               "with p_uncond = 0 (no classifier-free guidance dropout), so the unconditional branch never saw MASKed "
@@ -601,8 +604,8 @@ def _run_sampling(a) -> int:
     for start in range(0, len(seqs), per_batch):
         idx = list(range(start, min(len(seqs), start + per_batch)))
         batch = sequence_batch([seqs[i] for i in idx], [names[i] for i in idx])
-        res = ddim_sample(model, batch, steps=a.steps, eta=a.eta, guidance=a.guidance, self_cond=self_cond,
-                          generator=gen, progress=not a.quiet, rg_rescale=a.rg_rescale, n_samples=K, t_stop=t_stop)
+        res = ddim_sample(model, batch, steps=a.steps, eta=a.eta, guidance=a.guidance, self_cond=a.self_cond,
+                          generator=gen, progress=not a.quiet, rg_rescale=a.rg_rescale, n_samples=K, t_stop=a.t_stop)
         coords = (res["bb"] if res["bb"] is not None else res["ca"]).cpu()
         for j, i in enumerate(idx):
             L = len(seqs[i])
@@ -634,6 +637,7 @@ def _score(name, seq, ca_k, ref, a, files) -> list[dict]:
     tm, rm, (gts, gha) = tm_score(ca_k, Q, mm), rmsd(ca_k, Q, mm), gdt(ca_k, Q, mm)
     return [{"name": name, "sample": k, "length": L, "n_scored": int(m.sum()), "tm": float(tm[k]), "rmsd": float(rm[k]),
              "gdt_ts": float(gts[k]), "gdt_ha": float(gha[k]), "steps": a.steps, "eta": a.eta, "guidance": a.guidance,
+             "self_cond": a.self_cond, "t_stop": a.t_stop,
              "checkpoint": str(a.checkpoint), "reference": str(a.reference), "file": str(files[k])} for k in range(K)]
 
 def sample_main(argv: Optional[Sequence[str]] = None) -> int:

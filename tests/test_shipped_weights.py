@@ -66,6 +66,23 @@ def test_export_sampler_defaults(run_dir, tmp_path):
         export_weights(run_dir / "ckpt" / "best.pt", tmp_path / "x.pt", sampler={"lr": 1.0})
 
 
+def test_cli_sampler_defaults_from_weights(run_dir, tmp_path, capsys):
+    "`minifold-sample` takes η, w, self-conditioning and t_stop from the file's preset unless a flag overrides them."
+    import csv
+    dest = tmp_path / "w.pt"
+    export_weights(run_dir / "ckpt" / "best.pt", dest, sampler={"ddim_eta": 0.5, "ddim_guidance": 1.5,
+                                                                "ddim_self_cond": False, "ddim_t_stop": 300})
+    ref = tmp_path / "ref.pdb"
+    assert sample_main(["--seq", SEQ, "--checkpoint", str(dest), "--steps", "3", "--out", str(ref), "--quiet"]) == 0
+    for flags, want in (([], ("0.5", "1.5", "False", "300")), (["--eta", "0", "--guidance", "1", "--self-cond", "--t-stop", "0"],
+                                                               ("0.0", "1.0", "True", "0"))):
+        out = tmp_path / f"o{len(flags)}"
+        assert sample_main(["--seq", SEQ, "--checkpoint", str(dest), "--steps", "3", "--out-dir", str(out),
+                            "--reference", str(ref), "--quiet", *flags]) == 0
+        row = next(csv.DictReader(open(out / "metrics.csv")))
+        assert (row["eta"], row["guidance"], row["self_cond"], row["t_stop"]) == want
+
+
 def test_shipped_sampler_matches_preset():
     "The shipped file's preset is the `fold` row of the preset table (sampler defaults included)."
     from minifold.config import get_preset
