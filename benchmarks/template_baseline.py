@@ -115,6 +115,8 @@ def main():
         "placed_mean_hits": mean(sc["placed"][hit]),
         "significant_best_failing_coverage_or_identity": n_sig_fail,
         "per_sse_class": per_class, "per_length_bin": per_len, "evalue_sweep": sweep,
+        "per_chain": [{"name": q.name, "sse_class": c, "hit": bool(h), "tm": float(t)}          # for paired comparisons
+                      for q, c, h, t in zip(queries, cls, hit, tm)],
         "seconds": {"db_build": round(t_build, 2), "search": round(t_search, 2), "thread_and_score": round(t_score, 2),
                     "total": round(time.time() - t_all, 1)},
         "machine": f"{platform.processor() or platform.machine()}, torch threads {a.threads}",
