@@ -143,7 +143,7 @@ class Preset:
                                           # as predicted, so at high noise it asks for the truth's arbitrary global pose)
                                           # | 'superposed' (after the Kabsch rotation of predicted Cα onto the truth)
     w_dist: float = 1.0
-    w_local: float = 0.0                  # Cα distance MSE at sequence separations 2..local_max_sep (0 = off; 3.0 in the fold preset, runs/fold_v3 and runs/fold_v4)
+    w_local: float = 0.0                  # Cα distance MSE at sequence separations 2..local_max_sep (0 = off; 3.0 in the fold preset, runs/fold_v3 onwards)
     local_max_sep: int = 6
     bond_w_start: float = 1.0             # β(e) = min(bond_w_max, start + (max-start)·min(e/bond_anneal_epochs, 1))
     bond_w_max: float = 3.0
@@ -258,18 +258,20 @@ _SMALL = _V14.replace(
 # nbs/30_losses): memorized chains then come back from pure noise at x0 TM 0.88 instead of 0.59. A second stage
 # (runs/fold_v2, warm-started from runs/fold) that adds the x_t distogram to the pair track
 # (`xt_pair='distogram'`) and draws training timesteps toward low noise (`t_power=2`): x̂0 then beats its own input
-# at every noise level (benchmarks/results/x0_by_t_*.json). The shipped weights are a third stage (runs/fold_v4,
-# warm-started from runs/fold_v2, 9 of 10 epochs × 600 steps, 97 min on 2 cores) that adds the local-distance loss
-# (`w_local=3`); they sample with plain (not self-conditioned) full DDIM, the better of the two on validation for
-# these weights (runs/fold_v4/val_selection/sampler_grid.json).
+# at every noise level (benchmarks/results/x0_by_t_*.json). A third stage (runs/fold_v4, warm-started from runs/fold_v2,
+# 9 of 10 epochs × 600 steps, 97 min on 2 cores) adds the local-distance loss (`w_local=3`). The shipped weights are a
+# fourth stage (runs/fold_v5): the same recipe continued from runs/fold_v4 at a lower peak LR (3e-4, 5 of 6 epochs ×
+# 600 steps, 64 min). The row holds that last stage's schedule, so `-p init_from` a stage-3 file reproduces it.
+# They sample with full DDIM-50 without self-conditioning, η = 0.5 and classifier-free guidance w = 1.5: the best of
+# a validation grid over self-conditioning × η × w (runs/fold_v5/val_selection/).
 _FOLD = _V14.replace(
     name="fold", parent=None, description="shipped fold model: small's v14 widths, ProMod3 pack + its encoder, noise-gated frames, MMSE translation init",
     encoder="fold", d_single=64, n_layers=3, n_heads=4, c_ipa=16, n_qk_points=4, n_v_points=4, d_ffn=128,
     d_pair=32, n_pair_blocks=2, pair_heads=4, tri_mul_dim=16, pair_transition_n=4, n_rpe_bins=64, d_rpe_sin=16, aux_pair_dim=16,
-    n_aux_blocks=1, lr=5e-4, batch_size=8, grad_accum=1, epochs=10, warmup_epochs=1, constant_epochs=2,
+    n_aux_blocks=1, lr=3e-4, batch_size=8, grad_accum=1, epochs=6, warmup_epochs=1, constant_epochs=1,
     amp="none", grad_checkpoint=False, patience=100, ddim_every=0, ddim_steps=25, ema_decay=0.995, max_len=64,
     frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed", xt_pair="distogram", t_power=2.0,
-    w_local=3.0, ddim_self_cond=False, ddim_t_stop=0)   # plain DDIM: chosen on validation (runs/fold_v4/val_selection/sampler_grid.json)
+    w_local=3.0, ddim_self_cond=False, ddim_t_stop=0, ddim_eta=0.5, ddim_guidance=1.5)   # chosen on validation: runs/fold_v5/val_selection
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [_V10, _V11, _V11B, _V12, _V12B, _V13, _V14, _TINY, _SMALL, _FOLD]}
 VERSIONS = ["v10", "v11", "v11b", "v12", "v12b", "v13", "v14"]  # the seed's history, in order
