@@ -12,15 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-
-def paired(diff: np.ndarray, n_boot: int, rng) -> dict:
-    "Mean of per-chain differences and its percentile-bootstrap 95 % interval."
-    boot = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"mean_diff": float(diff.mean()), "ci95": [float(lo), float(hi)]}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_features import paired_bootstrap                                                    # noqa: E402
 
 
 def main(argv=None):
@@ -40,16 +35,15 @@ def main(argv=None):
         sys.exit(f"chains differ: {len(set(tm.index) - set(tpl.index))} only in {a.eval}, "
                  f"{len(set(tpl.index) - set(tm.index))} only in {a.template}")
     tm["template"] = tpl.tm
-    rng = np.random.default_rng(a.seed)
     rows = []
     for cls in ["overall", *sorted(tm.sse_class.unique())]:
         q = tm if cls == "overall" else tm[tm.sse_class == cls]
         for base in ("ideal_helix", "template"):
             r = {"class": cls, "n": len(q), "baseline": base, "model_tm": float(q[a.method].mean()),
-                 "baseline_tm": float(q[base].mean()), **paired((q[a.method] - q[base]).to_numpy(), a.n_boot, rng)}
+                 "baseline_tm": float(q[base].mean()), **paired_bootstrap(q[a.method], q[base], a.n_boot, a.seed)}
             rows.append(r)
             print(f"{cls:16s} n={r['n']:3d}  model {r['model_tm']:.3f} vs {base:11s} {r['baseline_tm']:.3f}: "
-                  f"{r['mean_diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]")
+                  f"{r['mean']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]")
     if a.out:
         Path(a.out).write_text(json.dumps({"benchmark": "paired_baselines", "eval": a.eval, "template": a.template,
                                            "method": a.method, "n_boot": a.n_boot, "rows": rows,

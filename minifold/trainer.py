@@ -887,15 +887,16 @@ def train(version: str = "tiny",                 # preset name (v10 … v14, tin
     if isinstance(encoder_weights, str) and encoder_weights.lower() == "none": enc = None
     else: enc = encoder_weights if encoder_weights is not None else default_encoder_weights(preset)
     model = build_model(preset, encoder_weights=enc).to(dist.device)
+    enc_rec = None if enc is None else portable_path(enc)      # as recorded: default weights resolve to an absolute path
     extra = {"data": {"data_path": str(data_path), "splits_path": str(splits_path), "n_train": len(train_src),
                       "n_val": len(val_src), "load_report": tr.report.summary()},
-             "encoder_weights": None if enc is None else portable_path(enc)}   # default weights resolve to an absolute path
+             "encoder_weights": enc_rec}
     if init_from is not None and not (resume and (out_dir / "ckpt" / "last.pt").exists()):
         report = model.warm_start(ema_weights(init_from), partial=init_partial, verbose=verbose and dist.is_main)
         keep = {k: v for k, v in report.items() if k not in ("matched", "skipped")}   # the rest is short
         extra["warm_start"] = {"from": str(checkpoint_path(init_from)), "report": keep}
     params = dict(version=version, data_path=str(data_path), splits_path=str(splits_path), out_dir=str(out_dir),
-                  epochs=epochs, encoder_weights=None if enc is None else portable_path(enc), init_from=init_from,
+                  epochs=epochs, encoder_weights=enc_rec, init_from=init_from,
                   init_partial=init_partial, device=device,
                   seed=seed, max_train_chains=max_train_chains, max_val_chains=max_val_chains, ddim_every=ddim_every,
                   ddim_max_chains=ddim_max_chains, num_workers=num_workers, max_steps_per_epoch=max_steps_per_epoch,
