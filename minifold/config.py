@@ -193,6 +193,8 @@ class Preset:
     ddim_self_cond: bool = True           # self-conditioning while sampling: the in-training DDIM evaluation and the
                                           # default of `minifold-sample` for this preset's weights
     ddim_t_stop: int = 0                  # truncated DDIM: return the x̂0 of the last step with t >= this (0 = all steps)
+    ddim_idealize: bool = False           # restrained Cα refinement of each sample (`idealize.idealize_ca`): the
+                                          # in-training DDIM evaluation and the default of `minifold-sample`
 
     def __post_init__(self):
         "Reject a misspelt numerics switch here, not as a silent fallback deep in the model (see PRESET_CHOICES)."

@@ -167,8 +167,11 @@ def to_real_space(x0_model_units,            # [B, L, 3] Cα in model units
         return ca, bb
 
 # %% ../nbs/40_sampling.ipynb #12371923
-def _finish(model, cond, x0, out_c, mask, rg_rescale, traj, xt_traj, n_evals):
-    "Assemble the result dict of a sampler."
+def _finish(model, cond, x0, out_c, mask, rg_rescale, traj, xt_traj, n_evals, idealize=False):
+    "Assemble the result dict of a sampler; `idealize` refines the final Cα first (`idealize.idealize_ca`)."
+    if idealize:                                # in Å; the backbone atoms below follow their (moved) Cα
+        from minifold.idealize import idealize_ca
+        x0 = to_model_units(idealize_ca(to_angstrom(masked_center(x0, mask)), mask))
     atoms = out_c.get("atoms") if out_c is not None else None
     if atoms is not None:                       # move the conditional branch's atoms onto the (guided) Cα
         atoms = atoms.float() - atoms[:, :, 1:2].float() + x0[:, :, None, :]
@@ -178,6 +181,10 @@ def _finish(model, cond, x0, out_c, mask, rg_rescale, traj, xt_traj, n_evals):
     out = {"x0": masked_center(x0, mask), "ca": ca, "bb": bb, "log_rg": log_rg, "mask": mask, "n_evals": n_evals}
     if traj is not None: out["traj"], out["xt_traj"] = traj, xt_traj
     return out
+
+def _check_idealize(idealize: bool, rg_rescale: bool):
+    if idealize and rg_rescale:
+        raise ValueError("idealize and rg_rescale exclude each other: the Rg rescaling would stretch the idealized 3.80 Å bonds")
 
 @torch.no_grad()
 def ddim_sample(model,                       # MiniFold-like: .condition(batch), .denoise(cond, x_t, t, self_cond)
@@ -195,6 +202,7 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
                 n_samples: int = 1,          # samples per chain (output chain-major: a,a,…,b,b,…; `condition` runs once per chain)
                 cond_cache: Optional[dict] = None,  # dict kept by the caller to reuse cond/uncond across calls on this batch
                 t_stop: int = 0,             # return the x̂0 of the last step with t >= t_stop (0 = run to the end)
+                idealize: bool = False,      # restrained Cα refinement of the final x̂0 (`idealize.idealize_ca`)
                 ) -> dict:
     """DDIM sampling (Song et al. 2021) from an x0-predicting denoiser.
 
@@ -203,6 +211,7 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
     if eta < 0: raise ValueError(f"eta must be >= 0, got {eta}")
     if t_stop < 0: raise ValueError(f"t_stop must be >= 0, got {t_stop}")
     if n_samples < 1: raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    _check_idealize(idealize, rg_rescale)
     device = next(model.parameters()).device
     batch = batch_to(batch, device)
     mask = batch["mask"].bool().repeat_interleave(n_samples, 0)
@@ -236,7 +245,7 @@ def ddim_sample(model,                       # MiniFold-like: .condition(batch),
             # truncated DDIM: the denoiser's estimate at t >= t_stop is the answer (its low-t regime, where the
             # x_t frames are half-trusted, is measured to be worse than its mid-t one: benchmarks/memorize.py)
             if t_stop and i + 1 < len(ts) and ts[i + 1] < t_stop: break
-        return _finish(model, net.cond, x0, out_c, mask, rg_rescale, traj, xt_traj, n_evals)
+        return _finish(model, net.cond, x0, out_c, mask, rg_rescale, traj, xt_traj, n_evals, idealize)
     finally:
         model.train(was_training)
 
@@ -247,14 +256,16 @@ def ddpm_sample(model, batch: dict,
                 guidance: float = 1.0, self_cond: bool = True,
                 generator: Optional[torch.Generator] = None, progress: bool = True,
                 return_traj: bool = False, rg_rescale: bool = False, schedule=None,
-                n_samples: int = 1, cond_cache: Optional[dict] = None) -> dict:
+                n_samples: int = 1, cond_cache: Optional[dict] = None, idealize: bool = False) -> dict:
     "Ancestral DDPM sampling with the posterior q(x_{t−1}|x_t, x̂0). Same arguments and return dict as `ddim_sample`."
+    _check_idealize(idealize, rg_rescale)
     device = next(model.parameters()).device
     T = _alphas_cumprod(get_schedule(model, schedule), "cpu").shape[0]
     if steps is not None and steps != T:
         return ddim_sample(model, batch, steps=steps, eta=1.0, guidance=guidance, self_cond=self_cond,
                            generator=generator, progress=progress, return_traj=return_traj,
-                           rg_rescale=rg_rescale, schedule=schedule, n_samples=n_samples, cond_cache=cond_cache)
+                           rg_rescale=rg_rescale, schedule=schedule, n_samples=n_samples, cond_cache=cond_cache,
+                           idealize=idealize)
     batch = batch_to(batch, device)
     mask = batch["mask"].bool().repeat_interleave(n_samples, 0)
     was_training = model.training
@@ -279,7 +290,7 @@ def ddpm_sample(model, batch: dict,
                 x = mean + (var.sqrt() * randn_like_masked((B, L, 3), mask, generator, device) if t > 0 else 0)
                 x = x * mask[..., None]
             if return_traj: traj.append(x0.cpu()); xt_traj.append(x.cpu())
-        return _finish(model, net.cond, x0, out_c, mask, rg_rescale, traj, xt_traj, T)
+        return _finish(model, net.cond, x0, out_c, mask, rg_rescale, traj, xt_traj, T, idealize)
     finally:
         model.train(was_training)
 

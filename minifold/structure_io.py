@@ -22,7 +22,7 @@ import torch
 __all__ = ['BACKBONE_ATOMS', 'AA1', 'WEIGHTS_FORMAT', 'DEFAULT_WEIGHTS', 'three_letter', 'one_letter', 'to_atom_array',
            'write_structure', 'structure_string', 'read_structure', 'superpose', 'show_structure', 'CLIError',
            'load_model', 'validate_sequence', 'read_fasta', 'safe_name', 'sequence_batch', 'sample_rmsf',
-           'export_weights', 'load_weights', 'sample_main']
+           'export_weights', 'load_weights', 'set_weights_sampler', 'sample_main']
 
 # %% ../nbs/41_structure_io.ipynb #20b5f235
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
@@ -411,6 +411,12 @@ def _run_of(ckpt: Path) -> tuple[str, dict]:
     except (OSError, ValueError, AttributeError): pass
     return run.name, git
 
+def _with_sampler(preset, sampler: dict, who: str):
+    "The preset with sampler fields replaced; only ddim_* fields may change (the weights fix everything else)."
+    bad_keys = [k for k in sampler if not k.startswith("ddim_")]
+    if bad_keys: raise ValueError(f"{who}: sampler may only set ddim_* preset fields, got {bad_keys}")
+    return preset.replace(**sampler)
+
 def export_weights(checkpoint,              # trainer checkpoint (runs/<name>/ckpt/best.pt) or its run folder
                    dest,                    # output file, e.g. data/weights/fold.pt
                    dtype: str = "float32",  # storage of floating *parameters*: 'float32' or 'float16' (buffers stay as they are)
@@ -430,10 +436,7 @@ def export_weights(checkpoint,              # trainer checkpoint (runs/<name>/ck
         preset = _checkpoint_preset(ck, src)
         state, which = _ema_state(ck, use_ema)
     except (KeyError, ValueError, TypeError) as e: raise CheckpointError(f"{src}: {e}") from None
-    if sampler:
-        bad_keys = [k for k in sampler if not k.startswith("ddim_")]
-        if bad_keys: raise ValueError(f"export_weights: sampler may only set ddim_* preset fields, got {bad_keys}")
-        preset = preset.replace(**sampler)
+    if sampler: preset = _with_sampler(preset, sampler, "export_weights")
     with _quiet(): model = build_model(preset)
     bad = _state_mismatch(model, state)
     if bad: raise CheckpointError(f"{src} does not match preset {preset.name}: {bad}")
@@ -479,13 +482,34 @@ def load_weights(path=None,                 # an export_weights file; None: DEFA
     "The `MiniFold` model of a weights file, in eval mode (`model.provenance` says where it came from)."
     from minifold.trainer import CheckpointError
     p = Path(DEFAULT_WEIGHTS if path is None else path).expanduser()
+    model, _, _ = _model_from_weights(_read_weights(p, shipped=path is None), p)
+    return model.to(device).eval()
+
+def _read_weights(p: Path, shipped: bool = False) -> dict:
+    "The raw dict of a weights file; a missing or unreadable file raises `CheckpointError` (one line)."
+    from minifold.trainer import CheckpointError
     if not p.is_file():
-        raise CheckpointError(f"weights file {p} does not exist" + (" (the shipped weights are not installed)" if path is None else ""))
-    try: ck = torch.load(p, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"weights file {p} does not exist" + (" (the shipped weights are not installed)" if shipped else ""))
+    try: return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"weights file {p} is corrupt or not a weights-only file ({type(e).__name__})") from None
-    model, _, _ = _model_from_weights(ck, p)
-    return model.to(device).eval()
+
+def set_weights_sampler(path,               # an export_weights file, e.g. data/weights/fold.pt
+                        sampler: dict,      # ddim_* preset fields chosen on validation, e.g. {"ddim_idealize": True}
+                        dest=None,          # output file (None: rewrite `path`)
+                        ) -> dict:
+    """Change the sampler defaults of an exported weights file (no trainer checkpoint needed: a sampler chosen after the
+    export); the weights are untouched. `provenance['sampler']` gets the new values; returns the provenance."""
+    from minifold.trainer import save_checkpoint
+    p = Path(path).expanduser()
+    ck = _read_weights(p)
+    _, preset, _ = _model_from_weights(ck, p)                   # a valid weights file first
+    preset = _with_sampler(preset, sampler, "set_weights_sampler")
+    prov = dict(ck.get("provenance") or {})
+    prov["sampler"] = {**(prov.get("sampler") or {}), **sampler}
+    prov["sampler_set"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    save_checkpoint(Path(dest) if dest is not None else p, {**ck, "preset": preset.to_dict(), "provenance": prov})
+    return prov
 
 # %% ../nbs/41_structure_io.ipynb #1ac9c2a3
 import argparse
@@ -514,7 +538,13 @@ def _build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--t-stop", type=int, default=None,
                     help="truncated DDIM: return the x0 estimate of the last step with t >= T_STOP, 0 = all steps "
                          "(default: the weights' preset, ddim_t_stop)")
-    ap.add_argument("--rg-rescale", action="store_true", help="rescale samples to the Rg predictor's radius of gyration")
+    ide = ap.add_mutually_exclusive_group()
+    ide.add_argument("--idealize", dest="idealize", action="store_true", default=None,
+                     help="restrained refinement of each sample's Cα: ideal helices, 3.80 Å bonds (default: the weights' preset, "
+                          "ddim_idealize)")
+    ide.add_argument("--no-idealize", dest="idealize", action="store_false", help="write the raw samples")
+    ap.add_argument("--rg-rescale", action="store_true",
+                    help="rescale samples to the Rg predictor's radius of gyration (turns the preset's idealization off)")
     ap.add_argument("--out-dir", default=None, help="output folder (default ./samples)")
     ap.add_argument("--out", help="output file (.pdb, .cif, .mmcif) for one sequence and one sample, instead of --out-dir")
     ap.add_argument("--format", choices=["pdb", "cif"], default="pdb", help="output format (default pdb)")
@@ -567,7 +597,10 @@ def _run_sampling(a) -> int:
     T = int(getattr(model.schedule, "T", None) or len(model.schedule.alphas_cumprod))
     if a.steps > T: raise CLIError(f"--steps {a.steps} exceeds the model's {T} diffusion steps")
     # sampler defaults travel with the weights (the preset's validated choice); a flag overrides them
-    for flag in ("self_cond", "t_stop", "eta", "guidance"):
+    if a.rg_rescale and a.idealize: raise CLIError("--rg-rescale and --idealize exclude each other: the Rg rescaling "
+                                                   "would stretch the idealized 3.80 Å bonds")
+    if a.rg_rescale: a.idealize = False
+    for flag in ("self_cond", "t_stop", "eta", "guidance", "idealize"):
         if getattr(a, flag) is None: setattr(a, flag, getattr(preset, f"ddim_{flag}"))
     if a.guidance != 1.0 and not preset.p_uncond > 0:                                  # v10–v12b: no CFG dropout
         print(f"minifold-sample: warning: --guidance {a.guidance:g} is meaningless for preset {preset.name}: it was trained "
@@ -605,7 +638,8 @@ def _run_sampling(a) -> int:
         idx = list(range(start, min(len(seqs), start + per_batch)))
         batch = sequence_batch([seqs[i] for i in idx], [names[i] for i in idx])
         res = ddim_sample(model, batch, steps=a.steps, eta=a.eta, guidance=a.guidance, self_cond=a.self_cond,
-                          generator=gen, progress=not a.quiet, rg_rescale=a.rg_rescale, n_samples=K, t_stop=a.t_stop)
+                          generator=gen, progress=not a.quiet, rg_rescale=a.rg_rescale, n_samples=K, t_stop=a.t_stop,
+                          idealize=a.idealize)
         coords = (res["bb"] if res["bb"] is not None else res["ca"]).cpu()
         for j, i in enumerate(idx):
             L = len(seqs[i])
@@ -637,7 +671,7 @@ def _score(name, seq, ca_k, ref, a, files) -> list[dict]:
     tm, rm, (gts, gha) = tm_score(ca_k, Q, mm), rmsd(ca_k, Q, mm), gdt(ca_k, Q, mm)
     return [{"name": name, "sample": k, "length": L, "n_scored": int(m.sum()), "tm": float(tm[k]), "rmsd": float(rm[k]),
              "gdt_ts": float(gts[k]), "gdt_ha": float(gha[k]), "steps": a.steps, "eta": a.eta, "guidance": a.guidance,
-             "self_cond": a.self_cond, "t_stop": a.t_stop,
+             "self_cond": a.self_cond, "t_stop": a.t_stop, "idealize": a.idealize,
              "checkpoint": str(a.checkpoint), "reference": str(a.reference), "file": str(files[k])} for k in range(K)]
 
 def sample_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -231,13 +231,8 @@ ALPHA_MIN_HELIX = 0.30     # helix fraction that makes a (not beta-containing) c
 
 def sse_fractions(ca, mask=None) -> dict:
     "P-SEA helix / strand / coil fractions of the observed residues of a Cα trace `[L, 3]` (Å); `n` residues annotated."
-    import biotite.structure as struc
-    from minifold.structure_io import to_atom_array
-    x = np.asarray(torch.as_tensor(ca).detach().cpu().float().numpy())
-    m = np.isfinite(x).all(-1) if mask is None else (np.asarray(torch.as_tensor(mask).cpu().numpy()).astype(bool) & np.isfinite(x).all(-1))
-    if m.sum() < 6: return {"helix": 0.0, "strand": 0.0, "coil": 1.0, "n": int(m.sum())}
-    arr = to_atom_array(np.where(m[:, None], x, 0.0), mask=m, res_ids=np.arange(1, len(x) + 1))   # gaps stay gaps
-    s = np.asarray(struc.annotate_sse(arr))
+    from minifold.idealize import sse_labels
+    s = sse_labels(ca, mask)
     s = s[s != ""]
     n = max(1, len(s))
     return {"helix": float((s == "a").sum() / n), "strand": float((s == "b").sum() / n), "coil": float((s == "c").sum() / n),

@@ -800,7 +800,8 @@ class Trainer:
                         s = ddim_sample(self.model, batch, steps=self.preset.ddim_steps,
                                         eta=self.preset.ddim_eta,
                                         guidance=self.preset.ddim_guidance, generator=g, progress=False,
-                                        self_cond=self.preset.ddim_self_cond, t_stop=self.preset.ddim_t_stop)
+                                        self_cond=self.preset.ddim_self_cond, t_stop=self.preset.ddim_t_stop,
+                                        idealize=self.preset.ddim_idealize)
                     pred, true, m = s["ca"].float(), batch["ca"].float(), batch["ca_mask"]
                     tm, gdt_ts, _ = tm_score(pred, true, m, return_gdt=True)     # GDT-TS as a fraction in [0, 1]
                     tms.append(tm); rms.append(rmsd(pred, true, m)); gdts.append(gdt_ts)

@@ -8,7 +8,7 @@ import torch
 
 import minifold.structure_io as sio
 from minifold.structure_io import (DEFAULT_WEIGHTS, WEIGHTS_FORMAT, export_weights, load_model, load_weights,
-                                   read_structure, sample_main, sequence_batch)
+                                   read_structure, sample_main, sequence_batch, set_weights_sampler)
 from minifold.trainer import CKPT_FORMAT, EMA, CheckpointError, save_checkpoint
 
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"      # 33 residues of a real protein
@@ -67,20 +67,40 @@ def test_export_sampler_defaults(run_dir, tmp_path):
 
 
 def test_cli_sampler_defaults_from_weights(run_dir, tmp_path, capsys):
-    "`minifold-sample` takes η, w, self-conditioning and t_stop from the file's preset unless a flag overrides them."
+    "`minifold-sample` takes η, w, self-conditioning, t_stop and idealize from the file's preset unless a flag overrides them."
     import csv
     dest = tmp_path / "w.pt"
     export_weights(run_dir / "ckpt" / "best.pt", dest, sampler={"ddim_eta": 0.5, "ddim_guidance": 1.5,
-                                                                "ddim_self_cond": False, "ddim_t_stop": 300})
+                                                                "ddim_self_cond": False, "ddim_t_stop": 300, "ddim_idealize": True})
     ref = tmp_path / "ref.pdb"
     assert sample_main(["--seq", SEQ, "--checkpoint", str(dest), "--steps", "3", "--out", str(ref), "--quiet"]) == 0
-    for flags, want in (([], ("0.5", "1.5", "False", "300")), (["--eta", "0", "--guidance", "1", "--self-cond", "--t-stop", "0"],
-                                                               ("0.0", "1.0", "True", "0"))):
+    for flags, want in (([], ("0.5", "1.5", "False", "300", "True")),
+                        (["--eta", "0", "--guidance", "1", "--self-cond", "--t-stop", "0", "--no-idealize"], ("0.0", "1.0", "True", "0", "False")),
+                        (["--rg-rescale"], ("0.5", "1.5", "False", "300", "False"))):      # Rg rescaling turns idealization off
         out = tmp_path / f"o{len(flags)}"
         assert sample_main(["--seq", SEQ, "--checkpoint", str(dest), "--steps", "3", "--out-dir", str(out),
                             "--reference", str(ref), "--quiet", *flags]) == 0
         row = next(csv.DictReader(open(out / "metrics.csv")))
-        assert (row["eta"], row["guidance"], row["self_cond"], row["t_stop"]) == want
+        assert (row["eta"], row["guidance"], row["self_cond"], row["t_stop"], row["idealize"]) == want
+    capsys.readouterr()
+    assert sample_main(["--seq", SEQ, "--checkpoint", str(dest), "--steps", "3", "--out-dir", str(tmp_path / "x"),
+                        "--rg-rescale", "--idealize"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
+def test_set_weights_sampler(weights, tmp_path):
+    "A sampler chosen after the export is written into a weights file without its checkpoint; the weights are untouched."
+    src, _ = weights
+    dest = tmp_path / "w2.pt"
+    prov = set_weights_sampler(src, {"ddim_idealize": True, "ddim_eta": 0.5}, dest=dest)
+    a, b = torch.load(src, weights_only=True), torch.load(dest, weights_only=True)
+    assert b["preset"]["ddim_idealize"] is True and b["preset"]["ddim_eta"] == 0.5 and a["preset"]["ddim_idealize"] is False
+    assert {k: v for k, v in b["preset"].items() if not k.startswith("ddim_")} == {k: v for k, v in a["preset"].items() if not k.startswith("ddim_")}
+    assert all(torch.equal(v, a["state_dict"][k]) for k, v in b["state_dict"].items())
+    assert prov["sampler"] == {"ddim_idealize": True, "ddim_eta": 0.5} and b["provenance"] == prov
+    assert prov["source_sha256"] == a["provenance"]["source_sha256"]
+    with pytest.raises(ValueError, match="ddim_"): set_weights_sampler(src, {"lr": 1.0}, dest=tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="does not exist"): set_weights_sampler(tmp_path / "nope.pt", {"ddim_eta": 0.0})
 
 
 def test_shipped_sampler_matches_preset():
