@@ -1,5 +1,5 @@
 """Choose the knobs of the Cα refinement (`minifold.idealize.idealize_ca`) on the validation split (never on test):
-sample each chain once per seed with the weights' own sampler, then score the raw samples and every refinement
+sample each chain once per seed with the weights' own sampler (η, w, self-conditioning, t_stop; `--steps` DDIM steps), then score the raw samples and every refinement
 setting on the same samples (the refinement is a post-processing of the sample, so the grid costs no extra sampling).
 
     python benchmarks/idealize_select.py --weights data/weights/fold.pt --data data/promod3/chain_set.jsonl.gz \
@@ -41,6 +41,7 @@ def local_distances(ca, mask, k: int) -> torch.Tensor:
 def main(argv=None):
     ap = validation_args(__doc__, n_chains=150)
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50, as minifold-sample and the evaluation)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--settings", nargs="*", default=DEFAULT_GRID, help="kmax:w_helix:cutoff:extend, e.g. 8:20:8:1")
     ap.add_argument("--geometry", action="store_true", help="print Cα(i)–Cα(i+k) percentiles, samples vs truth")
@@ -58,7 +59,7 @@ def main(argv=None):
         ref, m = b["ca"], b["ca_mask"].bool()
         cache = {}
         for k in range(args.samples):
-            r = ddim_sample(model, b, steps=P.ddim_steps, eta=P.ddim_eta, guidance=P.ddim_guidance, self_cond=P.ddim_self_cond,
+            r = ddim_sample(model, b, steps=args.steps, eta=P.ddim_eta, guidance=P.ddim_guidance, self_cond=P.ddim_self_cond,
                             t_stop=P.ddim_t_stop, progress=False, cond_cache=cache,
                             generator=torch.Generator().manual_seed(args.seed + 1000 * k + s0))
             ca = r["ca"].cpu()
@@ -84,7 +85,7 @@ def main(argv=None):
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "idealize_select", "weights": str(args.weights),
-            "sampler": {"steps": P.ddim_steps, "eta": P.ddim_eta, "guidance": P.ddim_guidance, "self_cond": P.ddim_self_cond,
+            "sampler": {"steps": args.steps, "eta": P.ddim_eta, "guidance": P.ddim_guidance, "self_cond": P.ddim_self_cond,
                         "t_stop": P.ddim_t_stop},
             "chains": [chains[k].name for k in keep], "samples": args.samples, "rows": rows, "best": best,
             "geometry": geometry, "seconds": round(time.time() - t0, 1),

@@ -87,7 +87,7 @@ def idealize_ca(ca,                       # [N, L, 3] or [L, 3] Cα in Å
                 kmax: int = 8,            # ideal distances for helix pairs with separation 2 … kmax
                 w_helix: float = 20.0,    # weight of the ideal-helix terms (the sample's own restraints weigh 1)
                 cutoff: float = 8.0,      # Å: other pairs closer than this in the sample keep their distance
-                extend: int = 1,          # helix growth at each end (see `helix_residues`)
+                extend: int = 2,          # helix growth at each end (see `helix_residues`)
                 k_bond: float = 10.0,     # weight of the 3.80 Å Cα–Cα bond term
                 k_clash: float = 10.0,    # weight of the 4.0 Å clash floor
                 iters: int = 200,         # L-BFGS iterations
