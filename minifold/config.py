@@ -273,7 +273,8 @@ _FOLD = _V14.replace(
     n_aux_blocks=1, lr=3e-4, batch_size=8, grad_accum=1, epochs=6, warmup_epochs=1, constant_epochs=1,
     amp="none", grad_checkpoint=False, patience=100, ddim_every=0, ddim_steps=25, ema_decay=0.995, max_len=64,
     frame_gate="noise", trans_init="mmse", sc_init="blend", rot_frame="superposed", xt_pair="distogram", t_power=2.0,
-    w_local=3.0, ddim_self_cond=False, ddim_t_stop=0, ddim_eta=0.5, ddim_guidance=1.5)   # chosen on validation: runs/fold_v5/val_selection
+    w_local=3.0, ddim_self_cond=False, ddim_t_stop=0, ddim_eta=0.5, ddim_guidance=1.5,   # chosen on validation: runs/fold_v5/val_selection
+    ddim_idealize=True)   # chosen on validation: benchmarks/results/idealize_select_val.json
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [_V10, _V11, _V11B, _V12, _V12B, _V13, _V14, _TINY, _SMALL, _FOLD]}
 VERSIONS = ["v10", "v11", "v11b", "v12", "v12b", "v13", "v14"]  # the seed's history, in order
